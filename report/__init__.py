@@ -1,0 +1,1 @@
+"""syschangemon's reporting side: report model, templates, rendering and mail."""

@@ -1,0 +1,150 @@
+"""The collect step: walk, hash what changed in a process pool, run the other
+collectors, and commit everything as one session."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+
+from scanner.collectors.file import FileSettings, file_settings
+from scanner.config import Config
+from scanner.hasher import DETAIL_FIELDS, detail_batch, init_worker
+from scanner.session import SessionBuilder
+from scanner.store import SessionInfo
+from scanner.walk import walk
+
+#: Files per task sent to a worker: big enough to amortize the IPC, small enough to balance.
+CHUNK = 256
+#: Worker results are bulk-loaded once this many have accumulated.
+FLUSH_ROWS = 16384
+
+
+@dataclass
+class Progress:
+    """Counters a progress display reads; updated as the collect goes."""
+
+    walked: int = 0
+    detailed: int = 0
+    queued: int = 0
+    bytes_hashed: int = 0
+
+
+@dataclass
+class CollectResult:
+    """What a collect did: the new session and its counters."""
+
+    session: SessionInfo
+    progress: Progress
+    warnings: list[str] = field(default_factory=list)
+
+
+def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = False,
+            on_progress: Callable[[Progress], None] | None = None,
+            host: str | None = None) -> CollectResult:
+    """Take one snapshot of the host as configured and store it as a new session."""
+    settings = file_settings(config)
+    builder = SessionBuilder(con, stat_key=settings.stat_key if settings else (),
+                             paranoid=paranoid)
+    progress = Progress()
+    if settings is not None:
+        _collect_files(settings, builder, progress, on_progress or (lambda p: None))
+    for name, run in _other_collectors():
+        if config.enabled(name):
+            run(config, builder)
+    session = builder.commit(host=host)
+    return CollectResult(session, progress, builder.warnings)
+
+
+def _other_collectors() -> list[tuple[str, Callable[[Config, SessionBuilder], None]]]:
+    """Collectors beyond files, by section name (filled in as they are written)."""
+    return []
+
+
+def _collect_files(settings: FileSettings, builder: SessionBuilder, progress: Progress,
+                   on_progress: Callable[[Progress], None]) -> None:
+    options = {"noatime": os.geteuid() == 0, "algorithm": "blake3", "content": None}
+    with _LazyPool(settings.workers, options, builder, progress) as pool:
+        for batch in walk(settings.spec, builder.warn):
+            builder.add_walk_batch(batch)
+            progress.walked += len(batch["url"])
+            if not builder.has_history:
+                # First session: everything needs hashing, so hash while the walk goes on.
+                pool.submit(_tasks_of(batch))
+            pool.collect_ready()
+            on_progress(progress)
+        if builder.has_history:
+            pool.submit(iter(builder.tasks_needing_detail()))
+        pool.drain(lambda: on_progress(progress))
+    builder.finish_files()
+
+
+def _tasks_of(batch: dict[str, list]) -> Iterator[tuple[str, int, int, int]]:
+    return ((url, mode, inode, device) for url, mode, inode, device in
+            zip(batch["url"], batch["st_mode"], batch["inode"], batch["device"]) if mode is not None)
+
+
+class _LazyPool:
+    """A worker pool started on first use, so a collect with nothing to hash forks nothing."""
+
+    def __init__(self, workers: int, options: dict, builder: SessionBuilder, progress: Progress) -> None:
+        self.workers, self.options = workers, options
+        self.builder, self.progress = builder, progress
+        self.pool = None
+        self.pending: deque = deque()
+        self.results: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
+
+    def __enter__(self) -> _LazyPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] else self.pool.close()
+            self.pool.join()
+
+    def submit(self, tasks: Iterator[tuple[str, int, int, int]]) -> None:
+        chunk: list = []
+        for task in tasks:
+            chunk.append(task)
+            if len(chunk) == CHUNK:
+                self._send(chunk)
+                chunk = []
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, chunk: list) -> None:
+        if self.pool is None:
+            context = multiprocessing.get_context("forkserver")
+            # Workers import only the hasher: a fork of this process would inherit DuckDB's threads.
+            context.set_forkserver_preload(["scanner.hasher"])
+            self.pool = context.Pool(self.workers, initializer=init_worker, initargs=(self.options,))
+        self.pending.append(self.pool.apply_async(detail_batch, (chunk,)))
+        self.progress.queued += len(chunk)
+
+    def collect_ready(self) -> None:
+        while self.pending and self.pending[0].ready():
+            self._take(self.pending.popleft().get())
+
+    def drain(self, tick: Callable[[], None]) -> None:
+        while self.pending:
+            self._take(self.pending.popleft().get())
+            tick()
+        self._flush()
+
+    def _take(self, columns: tuple[list, ...]) -> None:
+        for target, values in zip(self.results, columns):
+            target.extend(values)
+        self.progress.detailed += len(columns[0])
+        self.progress.bytes_hashed += sum(size for size, digest in zip(columns[4], columns[1])
+                                          if size and digest)
+        if len(self.results[0]) >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.results[0]:
+            self.builder.add_details(self.results)
+            self.results = tuple([] for _ in DETAIL_FIELDS)

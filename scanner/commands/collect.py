@@ -1,0 +1,91 @@
+"""collect and reset."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from scanner.collect import CollectResult, Progress, collect
+from scanner.commands.context import Command, Context
+from scanner.errors import ExitCode
+from scanner.retention import reset
+from scanner.store import list_sessions
+from scanner.timefmt import local_time
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of collect, reset and run."""
+    parser.add_argument("--paranoid", action="store_true",
+                        help="re-hash every file, even those whose attributes are unchanged")
+
+
+def collect_session(context: Context, con) -> CollectResult:
+    """Collect one session with a progress line on a terminal; print what was saved."""
+    show = _ProgressLine(context) if context.stderr.isatty() and not context.args.quiet else None
+    result = collect(context.config, con, paranoid=context.args.paranoid,
+                     on_progress=show.update if show else None)
+    if show:
+        show.clear()
+    info, progress = result.session, result.progress
+    context.say(f"session {info.uuid} saved")
+    context.say(f"{info.item_count} items, {progress.detailed} read, "
+                f"{progress.bytes_hashed / 1e6:.1f} MB hashed, "
+                f"{(info.end_time - info.start_time).total_seconds():.1f} s")
+    for warning in result.warnings:
+        context.warn(warning)
+    return result
+
+
+def run_collect(context: Context) -> int:
+    """Collect a session: store the current system state in the database.
+
+    Walks the [file] include globs, hashes new and changed files in parallel, runs
+    the enabled collectors and stores everything as one session. Prints
+    "session <uuid> saved" and counts.
+    """
+    with context.writing() as con:
+        collect_session(context, con)
+    return ExitCode.OK
+
+
+def run_reset(context: Context) -> int:
+    """Reset the database: drop all sessions, then collect a new baseline.
+
+    Reports are kept.
+    """
+    with context.writing() as con:
+        dropped = reset(con)
+        context.say(f"dropped {dropped} sessions")
+        collect_session(context, con)
+        context.say("database reset done, new session collected:")
+        for session in list_sessions(con):
+            context.say(f"{session.uuid} {local_time(session.start_time)}")
+    return ExitCode.OK
+
+
+class _ProgressLine:
+    """files walked, files read, bytes hashed and rate, redrawn on one terminal line."""
+
+    def __init__(self, context: Context) -> None:
+        self.stream = context.stderr
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def update(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        rate = progress.bytes_hashed / max(now - self.started, 1e-6) / 1e6
+        done = f"{progress.detailed}/{progress.queued}" if progress.queued else "0"
+        self.stream.write(f"\r\x1b[Kwalked {progress.walked} entries, read {done} files, "
+                          f"{progress.bytes_hashed / 1e6:.0f} MB at {rate:.0f} MB/s")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+COLLECT = Command("collect", run_collect, add_collect_arguments)
+RESET = Command("reset", run_reset, add_collect_arguments)

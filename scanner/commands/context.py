@@ -1,0 +1,93 @@
+"""What a command runs with: parsed arguments, output streams, configuration, storage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+
+from scanner.config import Config, load_config
+from scanner.store import connect, run_lock
+
+ROOT_STORAGE_DIR = "/var/lib/syschangemon/storage"
+
+
+def default_storage_dir(is_root: bool) -> Path:
+    """/var/lib/syschangemon/storage as root, else $XDG_STATE_HOME/syschangemon."""
+    if is_root:
+        return Path(ROOT_STORAGE_DIR)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "syschangemon"
+
+
+def storage_dir(config: Config) -> Path:
+    """The configured [storage] dir, or the default for this user."""
+    value = config.section("storage").get("dir")
+    return Path(value) if value else default_storage_dir(config.is_root)
+
+
+@dataclass
+class Context:
+    """The environment of one command: swapped wholesale by tests, never patched."""
+
+    args: argparse.Namespace
+    stdout: TextIO
+    stderr: TextIO
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        """The configuration, loaded on first use."""
+        if self._config is None:
+            self._config = load_config(self.args.config)
+        return self._config
+
+    @property
+    def storage(self) -> Path:
+        """The storage directory."""
+        return storage_dir(self.config)
+
+    def say(self, text: str = "") -> None:
+        """Normal output: silenced by --quiet."""
+        if not self.args.quiet:
+            print(text, file=self.stdout)
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr: silenced by --quiet."""
+        if not self.args.quiet:
+            print(f"syschangemon: warning: {text}", file=self.stderr)
+
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Hold the run lock and a read-write connection."""
+        with run_lock(self.storage):
+            con = connect(self.storage)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for a command that only reads.
+
+        DuckDB lets one process at a time hold the file, so readers take the run lock
+        too and get the clear "already running" message instead of a DuckDB lock error.
+        """
+        with self.writing() as con:
+            yield con
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its name, its handler (whose docstring is the help) and its options."""
+
+    name: str
+    run: Callable[[Context], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None

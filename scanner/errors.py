@@ -1,0 +1,77 @@
+"""One exception hierarchy, caught only at the CLI; each error carries its exit code.
+
+The exit codes follow diff(1) where they overlap (0 nothing changed, 1 changes found,
+2 trouble with the command line) and are distinct for everything a script may want to
+tell apart.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Documented process exit statuses (README, man page and --help list them)."""
+
+    OK = 0  #: success; for diff and run: no changes
+    CHANGES = 1  #: diff or run found changes (a report was stored)
+    USAGE = 2  #: bad command line (argparse's own code)
+    CONFIG = 3  #: a configuration file, section, key or value is wrong
+    NOT_FOUND = 4  #: an unknown session or report UUID, or nothing stored yet
+    LOCKED = 5  #: another syschangemon run holds the lock
+    DELIVERY = 6  #: a report could not be mailed (it stays queued)
+    STORAGE = 7  #: the database cannot be opened or written (corrupt, foreign, disk full)
+    NO_BASELINE = 8  #: diff needs two sessions and only a baseline exists
+    INTERNAL = 70  #: a bug: EX_SOFTWARE from sysexits.h
+
+
+class SysChangeMonError(Exception):
+    """Base of every error the CLI turns into a one-line message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class ConfigError(SysChangeMonError):
+    """A configuration problem, located by file, section and key where known."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 section: str | None = None, key: str | None = None) -> None:
+        where = ": ".join(part for part in (
+            file,
+            f"[{section}]" if section else None,
+            key,
+        ) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file, self.section, self.key = file, section, key
+
+
+class NotFoundError(SysChangeMonError):
+    """A session or report that the user named (or that a command needs) does not exist."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class LockedError(SysChangeMonError):
+    """Another run holds the storage lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class StorageError(SysChangeMonError):
+    """The database cannot be opened, read or written."""
+
+    exit_code = ExitCode.STORAGE
+
+
+class DeliveryError(SysChangeMonError):
+    """A report could not be delivered; it stays queued for the next run."""
+
+    exit_code = ExitCode.DELIVERY
+
+
+class NoBaselineError(SysChangeMonError):
+    """Only one session exists, so there is nothing to compare it with."""
+
+    exit_code = ExitCode.NO_BASELINE

@@ -1,0 +1,151 @@
+"""Hash worker: top-level functions run in a pool of processes, fed batches of paths.
+
+Each file is opened with O_NOFOLLOW|O_NONBLOCK (O_NOATIME as root), checked with
+fstat to still be the regular file that was walked, and read into memory (small
+files in one read, big ones through a reusable buffer). Whatever goes wrong becomes
+an ``error`` value in the result: a worker never raises for a bad file.
+
+This module imports nothing heavy, since every worker process imports it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from typing import Any
+
+import blake3
+import orjson
+
+from scanner.paths import url_to_path
+
+#: Files of at least this size are read through a reusable buffer (PERF.md).
+BIG_FILE = 1 << 20
+#: Result columns, in order; the parent bulk-loads them as one Arrow table.
+DETAIL_FIELDS = ("url", "hash", "xattrs", "error", "size", "mtime_ns", "ctime_ns", "content",
+                 "note", "data")
+_NOTHING = (None,) * (len(DETAIL_FIELDS) - 1)
+
+_options: dict[str, Any] = {"noatime": False, "algorithm": "blake3", "content": None}
+_buffer: bytearray | None = None
+
+
+def init_worker(options: dict[str, Any]) -> None:
+    """Pool initializer: remember the options for every later batch in this process."""
+    _options.update(options)
+
+
+def _new_hasher() -> Any:
+    if _options["algorithm"] == "sha256":
+        return hashlib.sha256()
+    # AUTO, never N: blake3-py builds a new thread pool per hasher for N > 1 (PERF.md).
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+
+def _read_all(fd: int, size: int) -> tuple[Any, bytes | None, bool]:
+    """Hash a file's bytes; returns (hasher, bytes if small, whether the size moved)."""
+    global _buffer
+    hasher = _new_hasher()
+    if size < BIG_FILE:
+        # One read of size + 1: a longer answer means the file grew while we looked.
+        data = os.read(fd, size + 1)
+        hasher.update(data)
+        return hasher, data, len(data) != size
+    if _buffer is None:
+        _buffer = bytearray(BIG_FILE)
+    view = memoryview(_buffer)
+    total = 0
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
+        while count := handle.readinto(view):
+            hasher.update(view[:count])
+            total += count
+    return hasher, None, total != size
+
+
+def xattrs_json(target: int | str, *, follow: bool = False) -> str | None:
+    """Extended attributes of an open fd or a path as a JSON object, None when there are none."""
+    try:
+        names = os.listxattr(target, follow_symlinks=follow) if isinstance(target, str) \
+            else os.listxattr(target)
+    except OSError as error:
+        if error.errno in (errno.ENOTSUP, errno.ENODATA):
+            return None
+        raise
+    if not names:
+        return None
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        try:
+            value = os.getxattr(target, name, follow_symlinks=follow) if isinstance(target, str) \
+                else os.getxattr(target, name)
+        except OSError:
+            continue  # removed between listing and reading
+        try:
+            text = value.decode("utf-8")
+            found[name] = text if text.isprintable() else "0x" + value.hex()
+        except UnicodeDecodeError:
+            found[name] = "0x" + value.hex()
+    return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode() if found else None
+
+
+def _detail_file(path: str, inode: int, device: int, flags: int) -> tuple:
+    fd = os.open(path, flags)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode) or before.st_ino != inode or before.st_dev != device:
+            return (None, None, "replaced during scan") + _NOTHING[3:]
+        hasher, data, moved = _read_all(fd, before.st_size)
+        after = os.fstat(fd)
+        xattrs = xattrs_json(fd)
+    finally:
+        os.close(fd)
+    if moved or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        return None, xattrs, "changed while being read", after.st_size, after.st_mtime_ns, \
+            after.st_ctime_ns, None, None, None
+    stored, note = _content_of(path, data)
+    return hasher.digest(), xattrs, None, before.st_size, before.st_mtime_ns, \
+        before.st_ctime_ns, blake3.blake3(stored).digest() if stored is not None else None, \
+        note, stored
+
+
+def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None]:
+    """The text to store for a file (None for none) and a note saying why it was withheld.
+
+    The selector (set by the conffile collector) decides; without one nothing is kept.
+    """
+    selector = _options.get("content")
+    if selector is None or data is None:
+        return None, None
+    return selector(path, data)
+
+
+def detail_batch(tasks: list[tuple[str, int, int, int]]) -> tuple[list, ...]:
+    """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS columns."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if _options["noatime"]:
+        flags |= os.O_NOATIME
+    columns: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
+    for url, mode, inode, device in tasks:
+        path = url_to_path(url)
+        try:
+            if stat.S_ISREG(mode):
+                row = _detail_file(path, inode, device, flags)
+            else:
+                # FIFOs, sockets and devices are never opened: their xattrs are read by path.
+                row = (None, xattrs_json(path)) + _NOTHING[2:]
+        except OSError as error:
+            row = (None, None, _describe(error)) + _NOTHING[3:]
+        columns[0].append(url)
+        for column, value in zip(columns[1:], row):
+            column.append(value)
+    return columns
+
+
+def _describe(error: OSError) -> str:
+    if error.errno == errno.ENOENT:
+        return "vanished during scan"
+    if error.errno == errno.ELOOP:
+        return "replaced by a symlink during scan"
+    return error.strerror or str(error)
