@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from scanner.store import first_row, scalar
+from scanner.store import first_row, scalar, transaction
 
 _DROP_SESSIONS = "DELETE FROM sessions WHERE id < $cutoff"
 #: A version is visible to session S when since <= S < until; kept sessions are all >= cutoff.
@@ -34,8 +34,7 @@ class CleanupResult:
 
 def cleanup(con: duckdb.DuckDBPyConnection, *, session_keep: int, report_keep: int) -> CleanupResult:
     """Keep the newest ``session_keep`` sessions and ``report_keep`` reports, in one transaction."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         row = first_row(con, "SELECT id FROM sessions ORDER BY id DESC LIMIT 1 OFFSET $skip",
                         {"skip": session_keep - 1})
         sessions = versions = 0
@@ -45,10 +44,6 @@ def cleanup(con: duckdb.DuckDBPyConnection, *, session_keep: int, report_keep: i
             versions = scalar(con, _DROP_VERSIONS, {"cutoff": cutoff})
             con.execute(_DROP_CONTENTS)
         reports = scalar(con, _DROP_REPORTS, {"keep": report_keep})
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     if sessions or versions or reports:
         con.execute("CHECKPOINT")
     return CleanupResult(sessions, versions, reports)
@@ -56,14 +51,9 @@ def cleanup(con: duckdb.DuckDBPyConnection, *, session_keep: int, report_keep: i
 
 def reset(con: duckdb.DuckDBPyConnection) -> int:
     """Drop every session and version (reports stay, as in the original); returns sessions dropped."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         dropped = scalar(con, "DELETE FROM sessions")
         con.execute("DELETE FROM versions")
         con.execute("DELETE FROM contents")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     con.execute("CHECKPOINT")
     return dropped

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from scanner.hasher import DETAIL_FIELDS
 from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, column_list, create_table, quote
-from scanner.store import SessionInfo, scalar
+from scanner.store import SessionInfo, scalar, transaction
 from scanner.walk import WALK_FIELDS, Batch
 
 _WALK_TYPES = {
@@ -78,6 +78,14 @@ LEFT JOIN current_versions v ON v.url = w.url
 LEFT JOIN names_user u ON u.id = w.uid
 LEFT JOIN names_group g ON g.id = w.gid
 WHERE w.st_mode IS NOT NULL
+"""
+
+#: Current items missing from the scan. Items below a directory that could not be
+#: listed this time are not "removed": they keep their version until it can be read.
+_VANISHED = """
+CREATE OR REPLACE TEMP TABLE vanished AS
+SELECT v.url FROM current_versions v ANTI JOIN scan s ON s.url = v.url
+WHERE NOT EXISTS (SELECT 1 FROM walk e WHERE e.st_mode IS NULL AND starts_with(v.url, e.url || '/'))
 """
 
 
@@ -180,11 +188,11 @@ class SessionBuilder:
         host = host or socket.gethostname()
         session_uuid = str(uuidlib.uuid4())
         changed = " OR ".join(f"s.{quote(c)} IS DISTINCT FROM v.{quote(c)}" for c in COMPARED)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             session_id = scalar(
                 con, "SELECT greatest((SELECT coalesce(max(id), 0) FROM sessions),"
                 " (SELECT coalesce(max(value::INTEGER), 0) FROM meta WHERE key = 'last_session_id')) + 1")
+            con.execute(_VANISHED)
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE changed AS
                 SELECT s.* FROM scan s LEFT JOIN current_versions v ON v.url = s.url
@@ -194,7 +202,7 @@ class SessionBuilder:
                 WHERE until IS NULL AND url IN (
                     SELECT url FROM changed
                     UNION ALL
-                    SELECT v.url FROM current_versions v ANTI JOIN scan s ON s.url = v.url)
+                    SELECT url FROM vanished)
             """, {"sid": session_id})
             con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} FROM changed",
                         {"sid": session_id})
@@ -208,11 +216,7 @@ class SessionBuilder:
                          orjson.dumps(self.warnings).decode() if self.warnings else None])
             con.execute("DELETE FROM meta WHERE key = 'last_session_id'")
             con.execute("INSERT INTO meta VALUES ('last_session_id', ?)", [str(session_id)])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        for name in ("walk", "detail", "scan", "new_contents", "changed"):
+        for name in ("walk", "detail", "scan", "new_contents", "changed", "vanished"):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         return SessionInfo(session_id, session_uuid, host, self.start_time, end_time, item_count,
                            "closed", orjson.dumps(self.warnings).decode() if self.warnings else None)

@@ -104,12 +104,11 @@ def _check_or_create(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool
     if not tables:
         if read_only:
             raise StorageError(f"{path}: empty database")
-        con.execute("BEGIN")
-        for name in TABLES:
-            con.execute(create_table(name))
-        con.executemany("INSERT INTO meta VALUES (?, ?)",
-                        [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))])
-        con.execute("COMMIT")
+        with transaction(con):
+            for name in TABLES:
+                con.execute(create_table(name))
+            con.executemany("INSERT INTO meta VALUES (?, ?)",
+                            [("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION))])
         return
     if "meta" not in tables:
         raise StorageError(f"{path}: not a syschangemon database (no meta table); "
@@ -173,3 +172,18 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> o
     """The single value of a one-row, one-column query (a DML statement's row count too)."""
     row = first_row(con, sql, params)
     return row[0] if row else None
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error (a failed COMMIT has already ended it)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed statement or COMMIT already aborted the transaction
+        raise

@@ -141,8 +141,9 @@ def run_as_nobody(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     probe = subprocess.run([*NOBODY, *SYSCHANGEMON, "-V"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("user nobody cannot run this interpreter (install it outside /root)")
+    kwargs["env"] = {**os.environ, "HOME": "/", **kwargs.get("env", {})}
     return subprocess.run([*NOBODY, *args], capture_output=True, text=True,
-                          env={**os.environ, "HOME": "/"}, stdin=subprocess.DEVNULL, **kwargs)
+                          stdin=subprocess.DEVNULL, **kwargs)
 
 
 @pytest.fixture

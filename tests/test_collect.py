@@ -249,3 +249,20 @@ def test_embedded_defaults_are_found_from_the_installed_package(tmp_path):
                          check=True).stdout.split("\n")
     assert out[1] == "True" and out[2] == "/etc/**"
     assert (os.path.isfile(os.path.join(out[0], "syschangemon.conf")))
+
+
+def test_directory_that_became_unreadable_keeps_its_items(open_host):
+    host = open_host
+    make_tree(host.tree, {"locked": {"inside.conf": "x"}, "open.conf": "y"})
+    for path in (host.tree, host.tree / "locked"):
+        os.chmod(path, 0o755)
+    os.chmod(host.tree / "locked" / "inside.conf", 0o644)
+    command = [*SYSCHANGEMON, "-c", str(host.confdir), "collect"]
+    assert run_as_nobody(command, timeout=60).returncode == 0
+    os.chmod(host.tree / "locked", 0o700)  # nobody can no longer list it
+    result = run_as_nobody(command, timeout=60)
+    assert result.returncode == 0, result.stderr
+    current = dict(host.query("SELECT url, error FROM versions WHERE until IS NULL"))
+    assert current[f"file://{host.tree}/locked"] == "cannot list directory: Permission denied"
+    # Not reported as removed: the item below keeps its version.
+    assert f"file://{host.tree}/locked/inside.conf" in current

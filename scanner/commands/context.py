@@ -13,7 +13,12 @@ from typing import TextIO
 import duckdb
 
 from scanner.config import Config, load_config
-from scanner.store import connect, run_lock
+from scanner.errors import StorageError
+from scanner.store import DB_FILE, connect, run_lock
+
+#: DuckDB errors that come from the storage, not from a bug in a query.
+STORAGE_FAILURES = (duckdb.IOException, duckdb.FatalException, duckdb.OutOfMemoryException,
+                    duckdb.PermissionException, duckdb.TransactionException)
 
 ROOT_STORAGE_DIR = "/var/lib/syschangemon/storage"
 
@@ -70,6 +75,10 @@ class Context:
             con = connect(self.storage)
             try:
                 yield con
+            except STORAGE_FAILURES as error:
+                # Disk full, I/O errors: the transaction was rolled back, nothing stored is lost.
+                raise StorageError(f"{self.storage / DB_FILE}: {type(error).__name__}: "
+                                   f"{' '.join(str(error).split())[:300]}") from error
             finally:
                 con.close()
 
