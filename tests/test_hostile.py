@@ -1,0 +1,176 @@
+"""Hostile trees: nothing a file system can hold stops or hangs a session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import blake3
+import pytest
+
+from conftest import SYSCHANGEMON, Symlink, make_tree
+from scanner.hasher import detail_batch, init_worker
+from scanner.paths import path_to_url
+
+
+def current(host) -> dict[str, tuple]:
+    return {url: (kind, error) for url, kind, error in
+            host.query("SELECT url, type, error FROM versions WHERE until IS NULL")}
+
+
+def test_special_files_are_recorded_and_never_opened(host):
+    make_tree(host.tree, {"loop1": Symlink("loop2"), "loop2": Symlink("loop1"),
+                          "self": Symlink("self"), "dangling": Symlink("/nonexistent")})
+    os.mkfifo(host.tree / "fifo")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(host.tree / "sock"))
+    if os.geteuid() == 0:
+        os.mknod(host.tree / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.mknod(host.tree / "blk", stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    host.run("collect", timeout=60)
+    items = current(host)
+    assert items[f"file://{host.tree}/fifo"] == ("fifo", None)
+    assert items[f"file://{host.tree}/sock"] == ("socket", None)
+    assert items[f"file://{host.tree}/loop1"] == ("symlink", None)
+    assert items[f"file://{host.tree}/self"] == ("symlink", None)
+    if os.geteuid() == 0:
+        assert items[f"file://{host.tree}/null"] == ("chardev", None)
+        assert items[f"file://{host.tree}/blk"] == ("blockdev", None)
+    server.close()
+
+
+def test_deep_directories_and_long_paths(host):
+    deep = host.tree
+    for _ in range(200):
+        deep = deep / "d"
+    os.makedirs(deep)
+    (deep / "bottom").write_text("deep")
+    # A path close to PATH_MAX (4096): components of 250 characters.
+    long_dir = host.tree / "long"
+    parts = ["x" * 250] * ((4000 - len(str(long_dir))) // 251)
+    current_dir = str(long_dir)
+    os.mkdir(current_dir)
+    for part in parts:
+        os.mkdir(part_path := os.path.join(current_dir, part))
+        current_dir = part_path
+    with open(os.path.join(current_dir, "f"), "w") as handle:
+        handle.write("long")
+    host.run("collect", timeout=120)
+    items = current(host)
+    assert items[path_to_url(str(deep / "bottom"))] == ("file", None)
+    assert items[path_to_url(os.path.join(current_dir, "f"))] == ("file", None)
+
+
+def test_ten_gigabyte_sparse_file_is_hashed(host):
+    path = host.tree / "sparse"
+    with open(path, "wb") as handle:
+        handle.truncate(10 * 1024**3)
+    host.run("collect", timeout=300)
+    digest = host.query("SELECT lower(hex(hash)) FROM versions WHERE url = ?",
+                        [f"file://{path}"])[0][0]
+    expected = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    zeros = bytes(64 * 1024 * 1024)
+    for _ in range(160):
+        expected.update(zeros)
+    assert digest == expected.hexdigest()
+
+
+def test_hundred_thousand_files_in_one_directory(host):
+    big = host.tree / "big"
+    big.mkdir()
+    for i in range(100_000):
+        os.close(os.open(big / f"f{i:06d}", os.O_CREAT | os.O_WRONLY, 0o644))
+    host.run("collect", timeout=300)
+    assert host.query("SELECT item_count FROM sessions")[0][0] == 100_001
+
+
+def test_bind_mount_looping_back_is_walked_once(host):
+    if os.geteuid() != 0:
+        pytest.skip("bind mounts need root")
+    make_tree(host.tree, {"a": {"file": "x"}, "b": {}})
+    done = subprocess.run(["mount", "--bind", str(host.tree), str(host.tree / "b")], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount: {done.stderr.decode().strip()}")
+    try:
+        host.configure(file_extra="one_filesystem = true\n")
+        host.run("collect", timeout=60)
+        urls = set(current(host))
+        assert f"file://{host.tree}/a/file" in urls
+        assert f"file://{host.tree}/b" in urls
+        assert not any(url.startswith(f"file://{host.tree}/b/") for url in urls)
+    finally:
+        subprocess.run(["umount", "-l", str(host.tree / "b")])
+
+
+def test_file_replaced_or_deleted_between_walk_and_hash(tmp_path):
+    init_worker({"noatime": False, "algorithm": "blake3", "content": None})
+    path = tmp_path / "f"
+    path.write_text("one")
+    walked = os.lstat(path)
+    (tmp_path / "new").write_text("two")
+    os.rename(tmp_path / "new", path)  # a new inode at the same path (the old one still existed)
+    gone = tmp_path / "gone"
+    gone.write_text("x")
+    gone_stat = os.lstat(gone)
+    os.unlink(gone)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # walked as a regular file, now a FIFO: must not hang
+    columns = detail_batch([
+        (path_to_url(str(path)), walked.st_mode, walked.st_ino, walked.st_dev),
+        (path_to_url(str(gone)), gone_stat.st_mode, gone_stat.st_ino, gone_stat.st_dev),
+        (path_to_url(str(fifo)), stat.S_IFREG | 0o644, 1, 1),
+    ])
+    errors = columns[3]
+    assert errors == ["replaced during scan", "vanished during scan", "replaced during scan"]
+    assert columns[1] == [None, None, None]
+
+
+def test_file_growing_while_hashed_is_flagged(tmp_path):
+    init_worker({"noatime": False, "algorithm": "blake3", "content": None})
+    path = tmp_path / "growing"
+    path.write_bytes(os.urandom(64 * 1024 * 1024))
+    walked = os.lstat(path)
+    stop = threading.Event()
+
+    def grow() -> None:
+        with open(path, "ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 65536)
+                handle.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        columns = detail_batch([(path_to_url(str(path)), walked.st_mode, walked.st_ino, walked.st_dev)])
+    finally:
+        stop.set()
+        writer.join()
+    assert columns[3] == ["changed while being read"]
+    assert columns[1] == [None]
+
+
+def test_two_runs_at_once_the_second_exits_at_once(host):
+    make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(65536) for i in range(300)} for d in range(10)})
+    first = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect", "--paranoid"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (host.storage / "lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        started = time.monotonic()
+        second = host.run("collect", expect=None)
+        elapsed = time.monotonic() - started
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    if second.returncode == 0:
+        pytest.skip("the first run finished before the second started")
+    assert second.returncode == 5
+    assert f"already running (pid {first.pid})" in second.stderr
+    assert elapsed < 10  # it does not wait for the first run
