@@ -29,6 +29,7 @@ EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
         (ExitCode.DELIVERY, "a report could not be mailed (it stays queued)"),
         (ExitCode.STORAGE, "the database cannot be opened or written"),
         (ExitCode.NO_BASELINE, "diff: only one session exists"),
+        (ExitCode.TAMPERED, "verify: stored history no longer matches its hash chain"),
         (ExitCode.INTERNAL, "internal error (a bug: please report it with --debug output)"),
     ))
 

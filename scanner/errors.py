@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     DELIVERY = 6  #: a report could not be mailed (it stays queued)
     STORAGE = 7  #: the database cannot be opened or written (corrupt, foreign, disk full)
     NO_BASELINE = 8  #: diff needs two sessions and only a baseline exists
+    TAMPERED = 9  #: verify found stored history that no longer matches its digests
     INTERNAL = 70  #: a bug: EX_SOFTWARE from sysexits.h
 
 
@@ -69,6 +70,12 @@ class DeliveryError(SysChangeMonError):
     """A report could not be delivered; it stays queued for the next run."""
 
     exit_code = ExitCode.DELIVERY
+
+
+class TamperedError(SysChangeMonError):
+    """Stored history no longer matches its hash chain."""
+
+    exit_code = ExitCode.TAMPERED
 
 
 class NoBaselineError(SysChangeMonError):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from scanner.chain import anchor
 from scanner.store import first_row, scalar, transaction
 
 _DROP_SESSIONS = "DELETE FROM sessions WHERE id < $cutoff"
@@ -38,8 +39,9 @@ def cleanup(con: duckdb.DuckDBPyConnection, *, session_keep: int, report_keep: i
         row = first_row(con, "SELECT id FROM sessions ORDER BY id DESC LIMIT 1 OFFSET $skip",
                         {"skip": session_keep - 1})
         sessions = versions = 0
-        if row is not None:
+        if row is not None and scalar(con, "SELECT min(id) FROM sessions") < row[0]:
             cutoff = row[0]
+            anchor(con, cutoff)  # before the rows older sessions left behind go
             sessions = scalar(con, _DROP_SESSIONS, {"cutoff": cutoff})
             versions = scalar(con, _DROP_VERSIONS, {"cutoff": cutoff})
             con.execute(_DROP_CONTENTS)
@@ -55,5 +57,6 @@ def reset(con: duckdb.DuckDBPyConnection) -> int:
         dropped = scalar(con, "DELETE FROM sessions")
         con.execute("DELETE FROM versions")
         con.execute("DELETE FROM contents")
+        con.execute("DELETE FROM meta WHERE key IN ('anchor_session', 'anchor_digest')")
     con.execute("CHECKPOINT")
     return dropped

@@ -18,6 +18,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from scanner.chain import seal
 from scanner.hasher import DETAIL_FIELDS
 from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, column_list, create_table, quote
 from scanner.store import SessionInfo, scalar, transaction
@@ -93,8 +94,9 @@ class SessionBuilder:
     """Collects one session's items into staging tables, then commits them as a session."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, stat_key: Iterable[str],
-                 paranoid: bool = False) -> None:
+                 paranoid: bool = False, chain_key: bytes | None = None) -> None:
         self.con = con
+        self.chain_key = chain_key
         self.paranoid = paranoid
         self.stat_key = [STAT_KEY_COLUMNS[name] for name in stat_key]
         self.warnings: list[str] = []
@@ -211,9 +213,11 @@ class SessionBuilder:
                 WHERE NOT EXISTS (SELECT 1 FROM contents c WHERE c.digest = n.digest)""")
             item_count = scalar(con, "SELECT count(*) FROM scan")
             end_time = datetime.now(timezone.utc)
-            con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, 'closed', ?, NULL, NULL)",
+            digest, previous = seal(con, session_id, session_uuid, self.chain_key)
+            con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, 'closed', ?, ?, ?)",
                         [session_id, session_uuid, host, self.start_time, end_time, item_count,
-                         orjson.dumps(self.warnings).decode() if self.warnings else None])
+                         orjson.dumps(self.warnings).decode() if self.warnings else None,
+                         digest, previous])
             con.execute("DELETE FROM meta WHERE key = 'last_session_id'")
             con.execute("INSERT INTO meta VALUES ('last_session_id', ?)", [str(session_id)])
         for name in ("walk", "detail", "scan", "new_contents", "changed", "vanished"):

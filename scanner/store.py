@@ -84,6 +84,8 @@ def connect(directory: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConne
         prepare_dir(directory)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
+        # No progress bar: under cron, anything printed becomes a mail.
+        con.execute("SET enable_progress_bar = false")
     except duckdb.Error as error:
         raise StorageError(f"{path}: cannot open database: {_first_line(error)}") from None
     try:

@@ -6,7 +6,8 @@ import argparse
 import csv
 
 from scanner.commands.context import Command, Context
-from scanner.errors import ExitCode
+from scanner.chain import chain_key, verify
+from scanner.errors import ExitCode, TamperedError
 from scanner.history import items_at
 from scanner.retention import cleanup
 from scanner.schema import ITEM_COLUMNS
@@ -84,6 +85,23 @@ def run_export(context: Context) -> int:
     return ExitCode.OK
 
 
+def run_verify(context: Context) -> int:
+    """Verify the hash chain of the stored sessions.
+
+    Recomputes every kept session's digest from its stored item versions (and the
+    whole state at the oldest kept session) and names the first session whose items
+    no longer match. Prints the chain head, which every report also shows.
+    """
+    key = chain_key(context.config)
+    with context.reading() as con:
+        result = verify(con, key)
+    if not result.ok:
+        raise TamperedError(f"history was modified: {result.problem}")
+    context.say(f"chain intact: {result.sessions} sessions, head {result.head or '-'}")
+    return ExitCode.OK
+
+
 LIST_SESSIONS = Command("list-sessions", run_list_sessions)
+VERIFY = Command("verify", run_verify)
 CLEANUP = Command("cleanup", run_cleanup)
 EXPORT = Command("export", run_export, add_export_arguments)
