@@ -7,6 +7,8 @@ Options are accepted before or after the command (``syschangemon -s run`` and
 from __future__ import annotations
 
 import argparse
+import inspect
+import logging
 import os
 import sys
 import traceback
@@ -17,6 +19,7 @@ import duckdb
 from scanner import __version__
 from scanner.commands import COMMANDS, Context
 from scanner.errors import ExitCode, SysChangeMonError
+from scanner.logsetup import LOGGER
 
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
     f"  {code.value:<3} {code.name.lower().replace('_', ' ')}: {_doc}" for code, _doc in (
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for command in COMMANDS:
-        doc = (command.run.__doc__ or "").strip()
+        doc = inspect.cleandoc(command.run.__doc__ or "")
         summary = doc.splitlines()[0] if doc else command.name
         child = sub.add_parser(command.name, help=summary, description=doc, epilog=EXIT_CODES_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,11 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return ExitCode.USAGE
     context = Context(args=args, stdout=sys.stdout, stderr=sys.stderr)
+    log = logging.getLogger(LOGGER)
     try:
-        return int(args.handler(context))
+        context.start_logging()
+        log.info("%s started", args.command)
+        code = int(args.handler(context))
+        log.info("%s finished: exit %d", args.command, code)
+        return code
     except SysChangeMonError as error:
         if args.debug:
             traceback.print_exc()
+        log.error("%s failed: %s", args.command, error)
         print(f"syschangemon: error: {error}", file=sys.stderr)
         return error.exit_code
     except duckdb.Error as error:
@@ -111,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the last resort: one line, not a traceback
         if args.debug:
             traceback.print_exc()
+        log.exception("%s: internal error", args.command)
         print(f"syschangemon: internal error: {type(error).__name__}: {_one_line(error)} "
               "(run with --debug for details)", file=sys.stderr)
         return ExitCode.INTERNAL

@@ -11,17 +11,22 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from scanner.collectors import command, logins, sysinfo
+from scanner.collectors.conffile import ContentSelector, content_selector
+from scanner.chain import chain_key
 from scanner.collectors.file import FileSettings, file_settings
 from scanner.config import Config
 from scanner.hasher import DETAIL_FIELDS, detail_batch, init_worker
 from scanner.session import SessionBuilder
-from scanner.store import SessionInfo
+from scanner.store import SessionInfo, scalar
 from scanner.walk import walk
 
 #: Files per task sent to a worker: big enough to amortize the IPC, small enough to balance.
 CHUNK = 256
 #: Worker results are bulk-loaded once this many have accumulated.
 FLUSH_ROWS = 16384
+#: meta key of the conffile settings the stored contents were selected with.
+SELECTOR_KEY = "content_selector"
 
 
 @dataclass
@@ -48,26 +53,42 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
             host: str | None = None) -> CollectResult:
     """Take one snapshot of the host as configured and store it as a new session."""
     settings = file_settings(config)
+    selector = content_selector(config) if settings is not None else None
+    fingerprint = selector.fingerprint() if selector else ""
+    # Stored contents follow the conffile settings of their time: when these changed
+    # (a new exclude, say), re-read every file rather than keep what they now forbid.
+    reselect = scalar(con, "SELECT value FROM meta WHERE key = ?", [SELECTOR_KEY]) != fingerprint
     builder = SessionBuilder(con, stat_key=settings.stat_key if settings else (),
-                             paranoid=paranoid)
+                             paranoid=paranoid or reselect, chain_key=chain_key(config))
     progress = Progress()
     if settings is not None:
-        _collect_files(settings, builder, progress, on_progress or (lambda p: None))
+        _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
+    elif config.enabled("conffile"):
+        builder.warn("conffile: [file] is disabled, so no file content is stored")
     for name, run in _other_collectors():
         if config.enabled(name):
-            run(config, builder)
+            try:
+                run(config, builder)
+            except OSError as error:
+                # The host cannot serve this collector (no /proc, say): the session still counts.
+                builder.warn(f"{name}: cannot collect: {error}")
     session = builder.commit(host=host)
+    if reselect:
+        # After the commit: a crash in between costs one more full re-read, nothing else.
+        con.execute("DELETE FROM meta WHERE key = ?", [SELECTOR_KEY])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [SELECTOR_KEY, fingerprint])
     return CollectResult(session, progress, builder.warnings)
 
 
 def _other_collectors() -> list[tuple[str, Callable[[Config, SessionBuilder], None]]]:
-    """Collectors beyond files, by section name (filled in as they are written)."""
-    return []
+    """Collectors beyond files, by section name, in the order they run."""
+    return [("command", command.run), ("sysinfo", sysinfo.run), ("wtmp", logins.run)]
 
 
-def _collect_files(settings: FileSettings, builder: SessionBuilder, progress: Progress,
+def _collect_files(settings: FileSettings, selector: ContentSelector | None,
+                   builder: SessionBuilder, progress: Progress,
                    on_progress: Callable[[Progress], None]) -> None:
-    options = {"noatime": os.geteuid() == 0, "algorithm": "blake3", "content": None}
+    options = {"noatime": os.geteuid() == 0, "algorithm": "blake3", "content": selector}
     with _LazyPool(settings.workers, options, builder, progress) as pool:
         for batch in walk(settings.spec, builder.warn):
             builder.add_walk_batch(batch)

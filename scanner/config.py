@@ -16,7 +16,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from scanner.errors import ConfigError
@@ -42,7 +41,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     }),
     "log.logging": frozenset({"file", "level", "to_console", "rotate", "max_bytes",
                               "max_files"}),
-    "storage": frozenset({"enable_plugin", "dir"}),
+    "storage": frozenset({"enable_plugin", "dir", "chain_key_file"}),
     "file": frozenset({"enable_plugin", "include", "exclude", "assume_nochange",
                        "assume_change", "no_assume_nochange", "one_filesystem",
                        "workers", "ignore_attrs", "report_exclude"}),
@@ -108,7 +107,8 @@ def embedded_config_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "conf"
     if (checkout / MAIN_FILE).is_file():
         return checkout
-    return Path(str(resources.files("scanner.conf")))
+    # The wheel installs conf/ as the data package scanner/conf (no __init__.py).
+    return Path(__file__).resolve().parent / "conf"
 
 
 def config_files(directory: Path, main: Path | None = None) -> list[Path]:

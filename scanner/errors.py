@@ -32,6 +32,12 @@ class SysChangeMonError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
 
 
+class UsageError(SysChangeMonError):
+    """Options that do not fit together."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConfigError(SysChangeMonError):
     """A configuration problem, located by file, section and key where known."""
 

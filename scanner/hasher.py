@@ -114,9 +114,10 @@ def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None
     """The text to store for a file (None for none) and a note saying why it was withheld.
 
     The selector (set by the conffile collector) decides; without one nothing is kept.
+    It gets data None for a file too big to hold (BIG_FILE), so it can note why.
     """
     selector = _options.get("content")
-    if selector is None or data is None:
+    if selector is None:
         return None, None
     return selector(path, data)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
-
 from scanner.schema import ITEM_COLUMNS, quote
 
 #: The state at session S: every version with since <= S < until.
@@ -23,6 +21,26 @@ def export_select(prefix: str = "") -> str:
     return ", ".join(parts)
 
 
-def items_at(con: duckdb.DuckDBPyConnection, session_id: int) -> duckdb.DuckDBPyConnection:
-    """Execute the items-at-session query for export (rows in ITEM_COLUMNS order)."""
-    return con.execute(ITEMS_AT.format(columns=export_select()), {"session": session_id})
+#: Items that differ between sessions A < B: each changed item's newer version (the older
+#: one for removed items). Only versions with a boundary in (A, B] are read.
+CHANGES_BETWEEN = """
+WITH old_side AS (SELECT * FROM versions WHERE since <= $old AND until > $old AND until <= $new),
+     new_side AS (SELECT * FROM versions WHERE since > $old AND since <= $new
+                                          AND (until IS NULL OR until > $new))
+SELECT CASE WHEN o.url IS NULL THEN 'added' WHEN n.url IS NULL THEN 'removed' ELSE 'changed' END
+           AS kind,
+       {columns}
+FROM new_side n FULL OUTER JOIN old_side o ON o.url = n.url
+ORDER BY coalesce(n.url, o.url)
+"""
+
+
+def changes_select() -> str:
+    """CHANGES_BETWEEN with export columns taken from the new side, else the old one."""
+    parts = []
+    for column in ITEM_COLUMNS:
+        value = f"coalesce(n.{quote(column.name)}, o.{quote(column.name)})" if column.name == "url" \
+            else f"CASE WHEN n.url IS NULL THEN o.{quote(column.name)} ELSE n.{quote(column.name)} END"
+        parts.append(f"lower(hex({value})) AS {quote(column.name)}" if column.sql == "BLOB"
+                     else f"{value} AS {quote(column.name)}")
+    return CHANGES_BETWEEN.format(columns=", ".join(parts))

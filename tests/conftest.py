@@ -87,7 +87,8 @@ class Host:
         plugin_dir = self.confdir / "plugins.d"
         plugin_dir.mkdir(parents=True, exist_ok=True)
         (self.confdir / "syschangemon.conf").write_text(
-            "[syschangemon]\n" + (textwrap.dedent(main) or "session_keep = 50\n"))
+            "[syschangemon]\n" + (textwrap.dedent(main) or "session_keep = 50\n")
+            + f"\n[log.logging]\nfile = {self.base}/log/syschangemon.log\n")
         lines = lambda items: "".join(f"    {item}\n" for item in items)  # noqa: E731
         (plugin_dir / "file.conf").write_text(
             "[file]\nenable_plugin = true\n"
@@ -159,7 +160,8 @@ def open_host():
         os.chmod(path, 0o755)
     for conf in made.confdir.rglob("*.conf"):
         os.chmod(conf, 0o644)
-    made.storage.mkdir(mode=0o700)
-    os.chown(made.storage, 65534, 65534)
+    for private in (made.storage, made.base / "log"):
+        private.mkdir(mode=0o700)
+        os.chown(private, 65534, 65534)
     yield made
     shutil.rmtree(base, ignore_errors=True)

@@ -2,8 +2,12 @@
 
 from scanner.commands.collect import COLLECT, RESET
 from scanner.commands.context import Command, Context
-from scanner.commands.sessions import CLEANUP, EXPORT, LIST_SESSIONS
+from scanner.commands.report import DIFF, LIST_REPORTS, PRINT_REPORT, RUN
+from scanner.commands.sessions import CLEANUP, EXPORT, LIST_SESSIONS, VERIFY
+from scanner.commands.sql import SQL
 
-COMMANDS: list[Command] = [COLLECT, CLEANUP, EXPORT, LIST_SESSIONS, RESET]
+# The original's order; email-report goes between print-report and export.
+COMMANDS: list[Command] = [COLLECT, DIFF, CLEANUP, PRINT_REPORT, EXPORT, LIST_SESSIONS,
+                           LIST_REPORTS, RESET, RUN, SQL, VERIFY]
 
 __all__ = ["COMMANDS", "Command", "Context"]

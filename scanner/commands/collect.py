@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from scanner.collect import CollectResult, Progress, collect
@@ -28,6 +29,9 @@ def collect_session(context: Context, con) -> CollectResult:
         show.clear()
     info, progress = result.session, result.progress
     context.say(f"session {info.uuid} saved")
+    logging.getLogger("syschangemon").info(
+        "session %s saved: %d items, %d read, %d bytes hashed", info.uuid, info.item_count,
+        progress.detailed, progress.bytes_hashed)
     context.say(f"{info.item_count} items, {progress.detailed} read, "
                 f"{progress.bytes_hashed / 1e6:.1f} MB hashed, "
                 f"{(info.end_time - info.start_time).total_seconds():.1f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import duckdb
 
 from scanner.config import Config, load_config
 from scanner.errors import StorageError
+from scanner.logsetup import default_log_file, setup_logging
 from scanner.store import DB_FILE, connect, run_lock
 
 #: DuckDB errors that come from the storage, not from a bug in a query.
@@ -58,13 +60,19 @@ class Context:
         """The storage directory."""
         return storage_dir(self.config)
 
+    def start_logging(self) -> None:
+        """Open the log file of [log.logging] (--debug also logs to stderr)."""
+        setup_logging(self.config, debug=self.args.debug,
+                      default_file=default_log_file(self.config, default_storage_dir(False)))
+
     def say(self, text: str = "") -> None:
         """Normal output: silenced by --quiet."""
         if not self.args.quiet:
             print(text, file=self.stdout)
 
     def warn(self, text: str) -> None:
-        """A warning on stderr: silenced by --quiet."""
+        """A warning on stderr (silenced by --quiet), and in the log."""
+        logging.getLogger("syschangemon").warning(text)
         if not self.args.quiet:
             print(f"syschangemon: warning: {text}", file=self.stderr)
 
@@ -89,8 +97,12 @@ class Context:
         DuckDB lets one process at a time hold the file, so readers take the run lock
         too and get the clear "already running" message instead of a DuckDB lock error.
         """
-        with self.writing() as con:
-            yield con
+        with run_lock(self.storage):
+            con = connect(self.storage, read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import csv
 
-from scanner.commands.context import Command, Context
+import orjson
+
 from scanner.chain import chain_key, verify
-from scanner.errors import ExitCode, TamperedError
-from scanner.history import items_at
+from scanner.commands.context import Command, Context
+from scanner.errors import ExitCode, NotFoundError, TamperedError, UsageError
+from scanner.history import ITEMS_AT, changes_select, export_select
 from scanner.retention import cleanup
-from scanner.schema import ITEM_COLUMNS
-from scanner.store import find_session, list_sessions
+from scanner.store import SessionInfo, find_session, first_row, list_sessions
 from scanner.timefmt import local_time
 from scanner.values import parse_int
-
-import orjson
 
 
 def run_list_sessions(context: Context) -> int:
@@ -59,30 +58,73 @@ def run_cleanup(context: Context) -> int:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of export."""
+    parser.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv",
+                        help="csv (default), jsonl (one JSON object per line) or parquet "
+                             "(needs --output)")
     parser.add_argument("--output", metavar="PATH", help="write to PATH instead of standard output")
+    parser.add_argument("--changes", action="store_true",
+                        help="export the items that changed between the old session (-o, default "
+                             "the one before) and the session (-u, default the newest), with a "
+                             "kind column: added, removed, changed")
 
 
 def run_export(context: Context) -> int:
-    """Export the items of a session as CSV (default: the newest session, or -u UUID).
+    """Export the items of a session, or the changes between two sessions.
 
-    One row per item with the session UUID and host first; digests are hex. Paths
-    that hold control characters, backslashes or bytes that are not UTF-8 are
-    written escaped (\\xNN, \\\\), as everywhere in syschangemon.
+    Every row starts with the host and session UUID, so files from many hosts can be
+    queried as one table (DuckDB, Spark, Trino... over a glob of Parquet files).
+    Digests are hex. Paths holding control characters, backslashes or bytes that are
+    not UTF-8 are written escaped (\\xNN, \\\\), as everywhere in syschangemon.
     """
+    args = context.args
+    if args.format == "parquet" and not args.output:
+        raise UsageError("export --format parquet needs --output PATH")
     with context.reading() as con:
-        session = find_session(con, context.args.session_uuid)
-        cursor = items_at(con, session.id)
-        handle = open(context.args.output, "w", newline="", encoding="utf-8") \
-            if context.args.output else context.stdout
-        try:
-            writer = csv.writer(handle)
-            writer.writerow(["session_uuid", "host"] + [c.name for c in ITEM_COLUMNS])
-            while rows := cursor.fetchmany(10000):
-                writer.writerows((session.uuid, session.host) + row for row in rows)
-        finally:
-            if handle is not context.stdout:
-                handle.close()
+        session = find_session(con, args.session_uuid)
+        prefix = "$uuid AS session_uuid, $host AS host"
+        params: dict = {"uuid": session.uuid, "host": session.host}
+        if args.changes:
+            old = find_session(con, args.old_session_uuid) if args.old_session_uuid else \
+                find_session(con, None, offset=1) if args.session_uuid is None else \
+                _previous(con, session)
+            if old.id >= session.id:
+                raise UsageError("the old session (-o) must be older than the session (-u)")
+            query = f"SELECT {prefix}, $old_uuid AS old_session_uuid, * FROM ({changes_select()})"
+            params |= {"old": old.id, "new": session.id, "old_uuid": old.uuid}
+        else:
+            query = f"SELECT {prefix}, * FROM ({ITEMS_AT.format(columns=export_select())})"
+            params["session"] = session.id
+        if args.output:
+            options = {"csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json",
+                       "parquet": "FORMAT parquet"}[args.format]
+            con.execute(f"COPY ({query}) TO {_literal(args.output)} ({options})", params)
+        else:
+            _write_stream(context, con.execute(query, params), args.format)
     return ExitCode.OK
+
+
+def _previous(con, session: SessionInfo) -> SessionInfo:
+    row = first_row(con, "SELECT uuid FROM sessions WHERE id < ? ORDER BY id DESC LIMIT 1", [session.id])
+    if row is None:
+        raise NotFoundError(f"session {session.uuid} is the oldest: nothing to compare it with")
+    return find_session(con, row[0])
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _write_stream(context: Context, cursor, fmt: str) -> None:
+    names = [d[0] for d in cursor.description]
+    if fmt == "csv":
+        writer = csv.writer(context.stdout)
+        writer.writerow(names)
+        while rows := cursor.fetchmany(10000):
+            writer.writerows(rows)
+        return
+    while rows := cursor.fetchmany(10000):
+        for row in rows:
+            context.stdout.write(orjson.dumps(dict(zip(names, row)), default=str).decode() + "\n")
 
 
 def run_verify(context: Context) -> int:

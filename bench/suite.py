@@ -1,0 +1,244 @@
+"""The default run: syschangemon side by side with find, b3sum and AIDE on one tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import sha256_cli
+from bench.report import Target, ratio
+from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, drop_caches, find_walk,
+                           hash_all, measure, product_hash_key, run_once, skipped,
+                           warm_cache)
+from bench.tree import TreeInfo, TreeShape, WideShape, apply_changes, ensure_tree, revert
+
+AIDE_GROUP = "AIDE (p+i+n+u+g+s+m+c+sha256)"
+
+
+@dataclass
+class SuiteOptions:
+    """What ``python -m bench`` was asked to do."""
+
+    workdir: Path
+    tree: Path | None = None
+    files: int = 60_000
+    total_bytes: int = 1_000_000_000
+    seed: int = 2016
+    reps: int = 3
+    changes: int = 1_000
+    cold: bool = False
+    hash: str = "blake3"
+    aide: bool = True
+    linearity: bool = True
+    mutate: bool = False
+    sessions: int = 10
+
+
+def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
+    """Measure everything; return the payload the report prints and writes as JSON."""
+    cores = os.cpu_count() or 1
+    notes: list[str] = []
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    if opts.tree:
+        tree, info = opts.tree.resolve(), _describe(opts.tree.resolve())
+    else:
+        tree = opts.workdir / f"tree-{opts.files}-{opts.total_bytes}-{opts.seed}"
+        say(f"building/reusing tree {tree} ...")
+        info = ensure_tree(tree, TreeShape.scaled(opts.files, total_bytes=opts.total_bytes, seed=opts.seed))
+    say(f"tree: {info.files} files, {info.dirs} dirs, {info.symlinks} symlinks, "
+        f"{info.bytes / 1e9:.2f} GB, widest dirs {info.widest_dirs}")
+    cold = opts.cold
+    if cold and not drop_caches():
+        notes.append("--cold: cannot write /proc/sys/vm/drop_caches (needs root): ran warm")
+        cold = False
+    if not cold:
+        warm_cache(tree)
+    out = opts.workdir / "out"
+    out.mkdir(exist_ok=True)
+    reps = opts.reps
+    rows: dict[str, Measurement] = {}
+
+    def add(key: str, row: Measurement) -> Measurement:
+        say(f"  {row.name}: " + (f"{row.median:.3f} s" if row.median is not None else row.note))
+        rows[key] = row
+        return row
+
+    say("peers ...")
+    add("find", measure("find -printf stat walk", find_walk(tree, out / "find.txt"), reps,
+                        group="peers", cold=cold))
+    if shutil.which("b3sum"):
+        add("b3sum", measure(f"find | xargs -P{cores} b3sum (hash limit)",
+                             hash_all(tree, out / "b3sum.txt", cores), reps, group="peers", cold=cold))
+        add("b3sum8", measure("find | xargs -P8 b3sum", hash_all(tree, out / "b3sum8.txt", 8), reps,
+                              group="peers", cold=cold))
+    else:
+        add("b3sum", skipped("find | xargs b3sum", "b3sum not installed (apt-get install b3sum)", "peers"))
+    if opts.hash == "sha256":
+        add("sha256sum", measure(f"find | xargs -P{cores} sha256sum", hash_all(
+            tree, out / "sha256.txt", cores, "sha256sum"), reps, group="peers", cold=cold))
+
+    say("syschangemon ...")
+    product = Product(opts.workdir / "product", tree)
+    commands = product.commands()
+    add("startup", measure("list-sessions (startup, empty db)", product.argv("list-sessions"), reps,
+                           before=product.fresh, ok=(0, 4), note="interpreter + imports + open db"))
+    add("baseline", measure("collect, baseline (all hashed)", product.argv("collect"), reps,
+                            before=product.fresh, cold=cold))
+    db_baseline, used_baseline = product.db_bytes(), product.used_bytes()
+    product.save("baseline")
+    add("nochange", measure("collect, no change", product.argv("collect"), reps, cold=cold))
+    for _ in range(opts.sessions - reps):
+        run_once(product.argv("collect"))
+    sessions = max(reps, opts.sessions)
+    db_growth = max(product.db_bytes() - db_baseline, product.used_bytes() - used_baseline) / sessions
+    product.save("nochange")
+    if "diff" in commands:
+        add("diff0", measure("diff, no change", product.argv("diff"), reps, ok=(0, 1)))
+    if opts.hash == "sha256":
+        add("sha256", _sha256_baseline(opts.workdir, tree, reps, cold, notes))
+
+    aide = Aide(opts.workdir / "aide", tree, cores) if opts.aide and shutil.which("aide") else None
+    if aide:
+        say("aide ...")
+        add("aide_init", measure(f"aide --init ({aide.config.name}, -W{cores})", aide.argv("init"),
+                                 reps, group=AIDE_GROUP, cold=cold))
+        aide.promote()
+        add("aide_check", measure("aide --check, no change", aide.argv("check"), reps,
+                                  group=AIDE_GROUP, cold=cold, ok=AIDE_CHECK_OK))
+    else:
+        add("aide_init", skipped("aide", "aide not installed or --no-aide", AIDE_GROUP))
+
+    if opts.tree and not opts.mutate:
+        add("changed", skipped(f"collect after {opts.changes} changes",
+                               "--tree given: not changing it without --mutate"))
+    else:
+        say(f"{opts.changes} scripted changes ...")
+        changes = apply_changes(tree, opts.changes, opts.seed)
+        try:
+            add("changed", measure(f"collect after {changes.count} changes", product.argv("collect"),
+                                   reps, before=lambda rep: product.restore("nochange"), cold=cold))
+            _after_changes(product, commands, reps, changes.count, add)
+            if aide:
+                add("aide_check_changed", measure(
+                    f"aide --check after {changes.count} changes", aide.argv("check"), reps,
+                    group=AIDE_GROUP, cold=cold, ok=AIDE_CHECK_OK))
+        finally:
+            revert(changes)
+    for command in ("diff", "print-report"):
+        if command not in commands:
+            notes.append(f"`{command}` is not a command of the installed CLI yet: not timed")
+
+    linearity = _linearity(opts, aide is not None, say) if opts.linearity else None
+    find_s = rows["find"].median
+    limit_s = (find_s + rows["b3sum"].median) if rows["b3sum"].median and find_s else None
+    return {
+        "mode": "cold" if cold else "warm", "reps": reps, "tree": info, "rows": rows,
+        "find_s": find_s, "find_plus_hash_s": limit_s, "db_bytes_after_baseline": db_baseline,
+        "db_growth_per_nochange_session": db_growth, "nochange_sessions": sessions, "linearity": linearity,
+        "targets": _targets(rows, find_s, limit_s, cold, db_growth, linearity), "notes": notes,
+    }
+
+
+def _after_changes(product: Product, commands: set[str], reps: int, count: int, add) -> None:
+    if "diff" in commands:
+        add("diff", measure(f"diff, {count} changes", product.argv("diff"), reps, ok=(0, 1)))
+    if "print-report" in commands:
+        for fmt in ("text", "html"):
+            add(f"report_{fmt}", measure(f"print-report --format {fmt}",
+                                         product.argv("print-report", "--format", fmt), reps, ok=(0, 1)))
+
+
+def _sha256_baseline(workdir: Path, tree: Path, reps: int, cold: bool, notes: list[str]) -> Measurement:
+    key = product_hash_key()
+    name = "collect, baseline, SHA-256"
+    if key:
+        product = Product(workdir / "product-sha256", tree, file_extra=f"{key} = sha256\n")
+        note = f"[file] {key} = sha256"
+    elif sha256_cli.available():
+        product = Product(workdir / "product-sha256", tree, cli=[sys.executable, "-m", "bench.sha256_cli"])
+        note = "bench-patched (no product option)"
+        notes.append("SHA-256: the product has no [file] key choosing the digest; bench.sha256_cli "
+                     "patches the worker option. Needed: a [file] hash = blake3|sha256 key "
+                     "(conf/plugins.d/file.conf, KNOWN_KEYS) passed into collect's worker options")
+    else:
+        return skipped(name, "no [file] hash key and the private hook bench.sha256_cli patches is gone")
+    return measure(name, product.argv("collect"), reps, before=product.fresh, cold=cold, note=note)
+
+
+def _linearity(opts: SuiteOptions, with_aide: bool, say) -> dict:
+    """Per-entry cost in one directory of 20,000 files against ten of 2,000 (same total)."""
+    say("linearity: 1 dir x 20,000 files against 10 dirs x 2,000 ...")
+    result: dict = {}
+    for label, shape in (("1x20000", WideShape(1, 20_000, opts.seed)),
+                         ("10x2000", WideShape(10, 2_000, opts.seed))):
+        root = opts.workdir / f"wide-{label}-{opts.seed}"
+        info = ensure_tree(root, shape)
+        warm_cache(root)
+        product = Product(opts.workdir / f"product-{label}", root)
+        entries = info.files + info.dirs
+        rows = {
+            "find": measure("find", find_walk(root, opts.workdir / "out" / "wide.txt"), opts.reps),
+            "baseline": measure("baseline", product.argv("collect"), opts.reps, before=product.fresh),
+        }
+        product.save("baseline")
+        rows["nochange"] = measure("no change", product.argv("collect"), opts.reps)
+        if with_aide:
+            aide = Aide(opts.workdir / f"aide-{label}", root, os.cpu_count() or 1)
+            rows["aide_init"] = measure("aide --init", aide.argv("init"), opts.reps)
+        result[label] = {key: {"median_s": row.median, "us_per_entry": row.median / entries * 1e6}
+                         for key, row in rows.items()}
+        say(f"  {label}: " + ", ".join(f"{k} {v['median_s']:.3f} s" for k, v in result[label].items()))
+    result["ratio"] = {key: result["1x20000"][key]["median_s"] / result["10x2000"][key]["median_s"]
+                       for key in result["1x20000"]}
+    return result
+
+
+def _targets(rows: dict[str, Measurement], find_s: float | None, limit_s: float | None, cold: bool,
+             db_growth: float, linearity: dict | None) -> list[Target]:
+    baseline, nochange = rows.get("baseline"), rows.get("nochange")
+    targets = []
+    if cold:
+        b3sum8 = rows.get("b3sum8")
+        targets.append(Target("baseline collect / b3sum -P8, cold",
+                              ratio(baseline, b3sum8.median if b3sum8 else None), 1.25, "x",
+                              "" if b3sum8 else "b3sum not installed"))
+    else:
+        targets.append(Target("baseline collect / (find walk + b3sum -Pcores), warm",
+                              ratio(baseline, limit_s), 1.2, "x", "aim beyond: 1.0x"))
+    targets.append(Target("no-change collect / find walk", ratio(nochange, find_s), 1.5, "x"))
+    check = rows.get("aide_check")
+    speedup = (check.median / nochange.median) if check and check.median and nochange else None
+    targets.append(Target("aide --check / no-change collect (speed-up)", speedup, 40, "x",
+                          "" if speedup else "aide not measured", at_least=True))
+    targets.append(Target("DB growth per no-change session", db_growth / 1024, 64, " KiB",
+                          "larger of file and used-block growth; DuckDB blocks are 256 KiB"))
+    if linearity:
+        find_ratio = linearity["ratio"]["find"]
+        for key, value in linearity["ratio"].items():
+            if key not in ("aide_init", "find"):
+                targets.append(Target(f"linearity: 1x20000 / 10x2000 dirs, {key}", value, 1.10, "x",
+                                      f"same entry count, 1.0 is linear; find's own ratio {find_ratio:.2f}"))
+    return targets
+
+
+def _describe(tree: Path) -> TreeInfo:
+    """Counts of a tree the bench did not build."""
+    info = TreeInfo(root=str(tree), shape={"given": str(tree)})
+    widest: list[int] = []
+    for directory, dirs, files in os.walk(tree):
+        info.dirs += len(dirs)
+        widest.append(len(dirs) + len(files))
+        for name in files:
+            path = os.path.join(directory, name)
+            stat = os.lstat(path)
+            if os.path.islink(path):
+                info.symlinks += 1
+            else:
+                info.files += 1
+                info.bytes += stat.st_size
+    info.widest_dirs = sorted(widest, reverse=True)[:3]
+    return info

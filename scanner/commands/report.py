@@ -1,0 +1,178 @@
+"""diff, print-report, list-reports and run."""
+
+from __future__ import annotations
+
+import argparse
+import uuid as uuidlib
+from datetime import datetime, timezone
+
+import duckdb
+
+from report.diff import DiffSettings, compute_diff, diff_settings
+from report.model import build_model, summary
+from report.render import FORMATS, render
+from report.store import ReportInfo, find_report, list_reports, load_model, save_report
+from scanner.collect import collect
+from scanner.commands.collect import add_collect_arguments
+from scanner.commands.context import Command, Context
+from scanner.commands.sessions import retention_settings
+from scanner.config import Config
+from scanner.errors import ExitCode, NoBaselineError, NotFoundError, UsageError
+from scanner.retention import cleanup
+from scanner.store import SessionInfo, find_session, scalar
+from scanner.timefmt import local_time
+from scanner.values import parse_csv
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """--format, for the commands that print a report."""
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="report format (default: text; -t/--html means html)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of run: those of collect and of print-report."""
+    add_collect_arguments(parser)
+    add_format_argument(parser)
+
+
+def report_format(args: argparse.Namespace) -> str:
+    """--format if given, else html for -t/--html, else text."""
+    return args.format or ("html" if args.html else "text")
+
+
+def template_dir(config: Config) -> str | None:
+    """[syschangemon] template_dir, if set."""
+    return config.section("syschangemon").get("template_dir") or None
+
+
+def mail_state_for(config: Config, *, is_empty: bool, skip_empty: bool) -> str:
+    """none without [mail.smtp] to_addr, skipped for an empty report under -s, else pending."""
+    if not parse_csv(config.section("mail.smtp").get("to_addr") or ""):
+        return "none"
+    return "skipped" if is_empty and skip_empty else "pending"
+
+
+def select_sessions(con: duckdb.DuckDBPyConnection, old_uuid: str | None,
+                    new_uuid: str | None) -> tuple[SessionInfo, SessionInfo]:
+    """The sessions to compare: -o/-u, or the newest and the one before it."""
+    new = find_session(con, new_uuid)
+    if old_uuid is not None:
+        old = find_session(con, old_uuid)
+        if old.id >= new.id:
+            raise UsageError(f"the old session {old.uuid} (-o) is not older than the new "
+                             f"session {new.uuid} (-u); swap them")
+        return old, new
+    previous = scalar(con, "SELECT uuid FROM sessions WHERE id < ? ORDER BY id DESC LIMIT 1",
+                      [new.id])
+    if previous is None:
+        if scalar(con, "SELECT count(*) FROM sessions") == 1:
+            raise NoBaselineError(f"only the baseline session {new.uuid} exists, so no report "
+                                  "was made; collect again to compare with it")
+        raise NotFoundError(f"no session is older than {new.uuid}")
+    return find_session(con, previous), new
+
+
+def make_report(context: Context, con: duckdb.DuckDBPyConnection, old: SessionInfo,
+                new: SessionInfo, settings: DiffSettings) -> tuple[ReportInfo, dict]:
+    """Diff two sessions, build the model and store it as a new report."""
+    diff = compute_diff(con, old, new, settings)
+    model = build_model(con, diff, uuid=str(uuidlib.uuid4()), created=datetime.now(timezone.utc))
+    state = mail_state_for(context.config, is_empty=model["is_empty"],
+                           skip_empty=context.args.skip_empty_mail)
+    return save_report(con, model, mail_state=state), model
+
+
+def _print(context: Context, output: str) -> None:
+    if output:
+        context.say(output.removesuffix("\n"))
+
+
+def run_diff(context: Context) -> int:
+    """Diff two sessions and save the report in the database (default: the two newest).
+
+    -o UUID picks the old session and -u UUID the new one (a unique prefix of a UUID
+    works); the old one must be older. Prints "report <uuid> saved" with a summary;
+    print-report shows the report. Exits 1 when changes were found, 0 when there
+    were none, 8 when only a baseline session exists (no report is made then).
+    """
+    settings = diff_settings(context.config)
+    with context.writing() as con:
+        old, new = select_sessions(con, context.args.old_session_uuid, context.args.session_uuid)
+        info, model = make_report(context, con, old, new, settings)
+    context.say(f"report {info.uuid} saved: {summary(model['counts'])}")
+    return ExitCode.OK if model["is_empty"] else ExitCode.CHANGES
+
+
+def run_print_report(context: Context) -> int:
+    """Print a report from the database (default: the newest; -r UUID picks one).
+
+    --format text (the default), html (also -t/--html), json (the whole report
+    model) or ndjson (one change per line, for log shippers). Templates in
+    [syschangemon] template_dir replace the built-in report.txt.j2 / report.html.j2.
+    """
+    fmt = report_format(context.args)
+    with context.reading() as con:
+        info = find_report(con, context.args.report_uuid)
+        model = load_model(con, info.uuid)
+    _print(context, render(model, fmt, template_dir=template_dir(context.config)))
+    return ExitCode.OK
+
+
+def run_list_reports(context: Context) -> int:
+    """List the reports stored in the database, oldest first.
+
+    One line per report: UUID, creation time, old -> new session (UUID prefixes),
+    what changed, and the mail state (pending, sent, skipped, none).
+    """
+    with context.reading() as con:
+        reports = list_reports(con)
+    if not reports:
+        context.say("no reports stored yet")
+    for report in reports:
+        mail = f"mail {report.mail_state}"
+        if report.mail_state == "pending" and report.last_error:
+            mail += f" ({report.attempts} attempts; last error: {report.last_error})"
+        context.say(f"{report.uuid} {local_time(report.created)} "
+                    f"{report.old_uuid[:8]}->{report.new_uuid[:8]} "
+                    f"{summary(report.counts)}; {mail}")
+    return ExitCode.OK
+
+
+def run_run(context: Context) -> int:
+    """Run collect, diff, cleanup, print-report and email-report, in this order.
+
+    Made for cron: prints the report only when something changed, and nothing at
+    all for a clean run or with --quiet (warnings of the scan are in the report).
+    The first run on a host collects the baseline and says so. Exits 1 when changes
+    were found, 0 when there were none (and for the baseline).
+    """
+    fmt = report_format(context.args)
+    session_keep, report_keep = retention_settings(context)
+    settings = diff_settings(context.config)  # a bad setting fails before the long scan
+    with context.writing() as con:
+        previous = scalar(con, "SELECT uuid FROM sessions ORDER BY id DESC LIMIT 1")
+        result = collect(context.config, con, paranoid=context.args.paranoid)
+        new = result.session
+        if previous is None:
+            cleanup(con, session_keep=session_keep, report_keep=report_keep)
+            context.say(f"baseline session {new.uuid} collected ({new.item_count} items); "
+                        "the next run reports the changes since")
+            for warning in result.warnings:
+                context.warn(warning)
+            return ExitCode.OK
+        _, model = make_report(context, con, find_session(con, previous), new, settings)
+        cleanup(con, session_keep=session_keep, report_keep=report_keep)
+        if not model["is_empty"]:
+            _print(context, render(model, fmt, template_dir=template_dir(context.config)))
+        # --- email-report hook -------------------------------------------------------
+        # Mail delivery (the email-report issue) belongs here, under the lock: send every
+        # report whose mail_state is 'pending' (this one included), oldest first, and set
+        # mail_state 'sent' + sent_at, or last_error + attempts. Until then they wait.
+    return ExitCode.OK if model["is_empty"] else ExitCode.CHANGES
+
+
+DIFF = Command("diff", run_diff)
+PRINT_REPORT = Command("print-report", run_print_report, add_format_argument)
+LIST_REPORTS = Command("list-reports", run_list_reports)
+RUN = Command("run", run_run, add_run_arguments)
