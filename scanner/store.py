@@ -22,6 +22,7 @@ from scanner.schema import SCHEMA_VERSION, TABLES, create_table
 
 DB_FILE = "db.duckdb"
 LOCK_FILE = "lock"
+MEMORY_LIMIT = "512MB"
 APPLICATION = "syschangemon"
 
 
@@ -86,6 +87,11 @@ def connect(directory: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConne
         con = duckdb.connect(str(path), read_only=read_only)
         # No progress bar: under cron, anything printed becomes a mail.
         con.execute("SET enable_progress_bar = false")
+        # A monitor should stay small next to what it watches; big sorts and joins
+        # spill into the (private) storage directory instead.
+        con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        if not read_only:
+            con.execute(f"SET temp_directory = '{directory / 'duckdb.tmp'}'")
     except duckdb.Error as error:
         raise StorageError(f"{path}: cannot open database: {_first_line(error)}") from None
     try:

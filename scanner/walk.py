@@ -36,11 +36,6 @@ class WalkSpec:
     one_filesystem: bool = False
 
 
-def new_batch() -> Batch:
-    """An empty batch of columns."""
-    return {name: [] for name in WALK_FIELDS}
-
-
 def walk(spec: WalkSpec, warn: Callable[[str], None], batch_size: int = 16384) -> Iterator[Batch]:
     """Yield batches of walked entries; problems go to ``warn`` or an entry's ``error``."""
     walker = _Walker(spec, warn, batch_size)
@@ -52,7 +47,7 @@ class _Walker:
         self.spec = spec
         self.warn = warn
         self.batch_size = batch_size
-        self.batch = new_batch()
+        self.rows: list[tuple] = []
         self.seen_dirs: set[tuple[int, int]] = set()
         bases = spec.include.bases()
         self.special = tuple(root for root in SPECIAL_ROOTS
@@ -72,8 +67,8 @@ class _Walker:
                 self._add(base, info, None)
             if stat.S_ISDIR(info.st_mode) and self._may_enter(base, info, info.st_dev):
                 yield from self._walk_tree(base, info.st_dev)
-        if self.batch["url"]:
-            yield self.batch
+        if self.rows:
+            yield self._take()
 
     def _may_enter(self, path: str, info: os.stat_result, root_dev: int) -> bool:
         spec = self.spec
@@ -109,25 +104,14 @@ class _Walker:
                             stack.append(path)
                         if (all_included or include.match(path)) and not exclude.match(path):
                             self._add(path, info, None)
-                            if len(self.batch["url"]) >= self.batch_size:
-                                yield self.batch
-                                self.batch = new_batch()
+                            if len(self.rows) >= self.batch_size:
+                                yield self._take()
             except OSError as error:
                 # Unreadable directory: its own item (added by its parent) gets the error.
                 self._add_error(directory, error)
 
     def _add(self, path: str, info: os.stat_result, error: str | None) -> None:
-        batch = self.batch
-        batch["url"].append(path_to_url(path))
-        batch["st_mode"].append(info.st_mode)
-        batch["uid"].append(info.st_uid)
-        batch["gid"].append(info.st_gid)
-        batch["size"].append(info.st_size)
-        batch["mtime_ns"].append(info.st_mtime_ns)
-        batch["ctime_ns"].append(info.st_ctime_ns)
-        batch["inode"].append(info.st_ino)
-        batch["device"].append(info.st_dev)
-        batch["nlink"].append(info.st_nlink)
+        # One tuple per entry, transposed per batch: cheaper than 13 list appends.
         target = None
         if stat.S_ISLNK(info.st_mode):
             try:
@@ -135,14 +119,19 @@ class _Walker:
                 target = target if target.isprintable() and "\\" not in target else escape(target)
             except OSError as failure:
                 error = f"readlink: {failure.strerror}"
-        batch["target"].append(target)
-        batch["force"].append(bool(self.spec.assume_change) and self.spec.assume_change.match(path))
-        batch["error"].append(error)
+        spec = self.spec
+        self.rows.append((
+            path_to_url(path), info.st_mode, info.st_uid, info.st_gid, info.st_size,
+            info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev, info.st_nlink, target,
+            bool(spec.assume_change) and spec.assume_change.match(path), error))
 
     def _add_error(self, directory: str, error: OSError) -> None:
         """Record an unreadable directory as a row carrying only the url and the error."""
-        batch = self.batch
-        for name in WALK_FIELDS:
-            batch[name].append(None)
-        batch["url"][-1] = path_to_url(directory)
-        batch["error"][-1] = f"cannot list directory: {error.strerror or error}"
+        self.rows.append((path_to_url(directory),) + (None,) * (len(WALK_FIELDS) - 2)
+                         + (f"cannot list directory: {error.strerror or error}",))
+
+    def _take(self) -> Batch:
+        """The rows gathered so far as a batch of columns."""
+        batch = dict(zip(WALK_FIELDS, map(list, zip(*self.rows))))
+        self.rows = []
+        return batch
