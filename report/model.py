@@ -14,7 +14,7 @@ Layout (``format`` 1)::
      changes: [{kind, url, old_url, type, directory,
                 attrs: [{name, old, new}],          # old/new: str, or None for the absent side
                 texts: [{label, kind, lines, omitted}]}]}  # kind "diff" or "text"
-    SESSION = {id, uuid, host, start_time, end_time, item_count, warnings}
+    SESSION = {id, uuid, host, start_time, end_time, item_count, warnings, chain}
 """
 
 from __future__ import annotations
@@ -119,7 +119,10 @@ def _warnings(session: SessionInfo) -> list[str]:
 def _session(session: SessionInfo) -> dict:
     return {"id": session.id, "uuid": session.uuid, "host": safe(session.host),
             "start_time": local_time(session.start_time), "end_time": local_time(session.end_time),
-            "item_count": session.item_count, "warnings": [safe(w) for w in _warnings(session)]}
+            "item_count": session.item_count, "warnings": [safe(w) for w in _warnings(session)],
+            # The hash-chain link: a copy of this report kept elsewhere shows whether
+            # stored history was rewritten afterwards (syschangemon verify).
+            "chain": session.digest.hex() if session.digest else "-"}
 
 
 def _directory(url: str) -> str:

@@ -223,7 +223,8 @@ class SessionBuilder:
         for name in ("walk", "detail", "scan", "new_contents", "changed", "vanished"):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         return SessionInfo(session_id, session_uuid, host, self.start_time, end_time, item_count,
-                           "closed", orjson.dumps(self.warnings).decode() if self.warnings else None)
+                           "closed", orjson.dumps(self.warnings).decode() if self.warnings else None,
+                           digest)
 
 
 def _column(name: str, arrow_type: pa.DataType):

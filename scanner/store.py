@@ -38,6 +38,7 @@ class SessionInfo:
     item_count: int
     status: str
     warnings: str | None
+    digest: bytes | None = None  #: the session's link in the hash chain
 
 
 def prepare_dir(directory: Path) -> None:
@@ -140,7 +141,7 @@ def _first_line(error: BaseException) -> str:
 def list_sessions(con: duckdb.DuckDBPyConnection) -> list[SessionInfo]:
     """All sessions, oldest first."""
     rows = con.execute(
-        "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings "
+        "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings, digest "
         "FROM sessions ORDER BY id").fetchall()
     return [SessionInfo(*row) for row in rows]
 
@@ -149,14 +150,14 @@ def find_session(con: duckdb.DuckDBPyConnection, uuid: str | None, *, offset: in
     """The session named by ``uuid`` (a unique prefix works), or the newest minus ``offset``."""
     if uuid is None:
         row = first_row(
-            con, "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings "
+            con, "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings, digest "
             "FROM sessions ORDER BY id DESC LIMIT 1 OFFSET ?", [offset])
         if row is None:
             raise NotFoundError("no session stored yet; run 'syschangemon collect' first"
                                 if offset == 0 else "only one session is stored")
         return SessionInfo(*row)
     rows = con.execute(
-        "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings "
+        "SELECT id, uuid, host, start_time, end_time, item_count, status, warnings, digest "
         "FROM sessions WHERE starts_with(uuid, ?) ORDER BY id", [uuid.lower()]).fetchall()
     if not rows:
         raise NotFoundError(f"no session with UUID {uuid}")
