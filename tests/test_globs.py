@@ -320,6 +320,12 @@ def naive_match(pattern: str, path: str) -> bool:
         if i == len(pattern):
             return j == len(path)
         c = pattern[i]
+        leading = re.match(r"\*\*+/", pattern) if i == 0 else None
+        if leading:
+            # a leading '**/' is zero or more directories too: nothing, or anything up to a '/'
+            k = leading.end()
+            return at(k, j) or any(at(k, e) for e in range(j + 1, len(path) + 1)
+                                   if path[e - 1] == "/")
         if c == "*":
             end = i
             while end < len(pattern) and pattern[end] == "*":

@@ -15,6 +15,7 @@ from report.store import ReportInfo, find_report, list_reports, load_model, save
 from scanner.collect import collect
 from scanner.commands.collect import add_collect_arguments
 from scanner.commands.context import Command, Context
+from scanner.commands.mail import mail_queue
 from scanner.commands.sessions import retention_settings
 from scanner.config import Config
 from scanner.errors import ExitCode, NoBaselineError, NotFoundError, UsageError
@@ -165,10 +166,11 @@ def run_run(context: Context) -> int:
         cleanup(con, session_keep=session_keep, report_keep=report_keep)
         if not model["is_empty"]:
             _print(context, render(model, fmt, template_dir=template_dir(context.config)))
-        # --- email-report hook -------------------------------------------------------
-        # Mail delivery (the email-report issue) belongs here, under the lock: send every
-        # report whose mail_state is 'pending' (this one included), oldest first, and set
-        # mail_state 'sent' + sent_at, or last_error + attempts. Until then they wait.
+        # email-report, under the lock: every pending report, this one included. Mail
+        # lines only follow a printed text report: a clean cron run stays silent and
+        # json/html output stays parseable. A failure raises DeliveryError (exit 6)
+        # with everything else already stored.
+        mail_queue(context, con, announce=not model["is_empty"] and fmt == "text")
     return ExitCode.OK if model["is_empty"] else ExitCode.CHANGES
 
 
