@@ -140,7 +140,11 @@ def verify(con: duckdb.DuckDBPyConnection, key: bytes | None) -> VerifyResult:
     if bad:
         return VerifyResult(False, 0, None, f"{bad} stored contents no longer match their digest")
     previous = None
+    sealed = False
     for index, (session_id, uuid, digest, prev_digest) in enumerate(sessions):
+        if digest is None and not sealed:
+            continue  # written before this release sealed sessions: nothing to check
+        sealed = True
         if session_id > anchor_id or "anchor_digest" not in meta:
             if index and prev_digest != previous:
                 return VerifyResult(False, index, None, f"session {uuid}: link to the previous session broken")

@@ -90,3 +90,14 @@ def test_keyed_chain_needs_the_key(host, tmp_path):
     assert "no longer match" in host.run("verify", expect=9).stderr
     os.chmod(key, 0o644)
     assert "must be private to root" in host.run("verify", expect=3).stderr
+
+
+def test_sessions_from_before_the_chain_are_skipped_but_a_wiped_digest_is_not(history):
+    # A database from before sessions were sealed: no digests at all.
+    tamper(history, "UPDATE sessions SET digest = NULL, prev_digest = NULL")
+    history.run("collect")
+    assert history.run("verify").stdout.startswith("chain intact: 4 sessions")
+    history.run("collect")
+    fourth = history.query("SELECT uuid FROM sessions ORDER BY id")[3][0]
+    tamper(history, "UPDATE sessions SET digest = NULL WHERE uuid = ?", [fourth])
+    assert "link to the previous session broken" in history.run("verify", expect=9).stderr
