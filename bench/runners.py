@@ -198,7 +198,7 @@ def product_cli() -> list[str]:
     return [sys.executable, "-m", "scanner"]
 
 
-#: [file] keys a product might use to choose the digest (none exists yet).
+#: [file] keys a product might use to choose the digest ("hash" since 2.0).
 HASH_KEYS = ("hash", "hash_algorithm", "algorithm", "digest")
 
 

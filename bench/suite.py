@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import sha256_cli
 from bench.report import Target, ratio
 from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, drop_caches, find_walk,
                            hash_all, measure, product_hash_key, run_once, skipped,
@@ -158,14 +156,8 @@ def _sha256_baseline(workdir: Path, tree: Path, reps: int, cold: bool, notes: li
     if key:
         product = Product(workdir / "product-sha256", tree, file_extra=f"{key} = sha256\n")
         note = f"[file] {key} = sha256"
-    elif sha256_cli.available():
-        product = Product(workdir / "product-sha256", tree, cli=[sys.executable, "-m", "bench.sha256_cli"])
-        note = "bench-patched (no product option)"
-        notes.append("SHA-256: the product has no [file] key choosing the digest; bench.sha256_cli "
-                     "patches the worker option. Needed: a [file] hash = blake3|sha256 key "
-                     "(conf/plugins.d/file.conf, KNOWN_KEYS) passed into collect's worker options")
     else:
-        return skipped(name, "no [file] hash key and the private hook bench.sha256_cli patches is gone")
+        return skipped(name, "the installed product has no [file] key choosing the digest")
     return measure(name, product.argv("collect"), reps, before=product.fresh, cold=cold, note=note)
 
 

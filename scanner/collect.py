@@ -26,7 +26,7 @@ from scanner.walk import walk
 CHUNK = 1024
 #: Worker results are bulk-loaded once this many have accumulated.
 FLUSH_ROWS = 16384
-#: meta key of the conffile settings the stored contents were selected with.
+#: meta key of the settings stored digests and contents were made with (conffile, hash).
 SELECTOR_KEY = "content_selector"
 
 
@@ -55,7 +55,9 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
     """Take one snapshot of the host as configured and store it as a new session."""
     settings = file_settings(config)
     selector = content_selector(config) if settings is not None else None
-    fingerprint = selector.fingerprint() if selector else ""
+    # The digest algorithm is part of it: digests of two algorithms must never mix.
+    fingerprint = (selector.fingerprint() if selector else "") + \
+        (f";hash={settings.algorithm}" if settings and settings.algorithm != "blake3" else "")
     # Stored contents follow the conffile settings of their time: when these changed
     # (a new exclude, say), re-read every file rather than keep what they now forbid.
     reselect = scalar(con, "SELECT value FROM meta WHERE key = ?", [SELECTOR_KEY]) != fingerprint
@@ -89,7 +91,7 @@ def _other_collectors() -> list[tuple[str, Callable[[Config, SessionBuilder], No
 def _collect_files(settings: FileSettings, selector: ContentSelector | None,
                    builder: SessionBuilder, progress: Progress,
                    on_progress: Callable[[Progress], None]) -> None:
-    options = {"noatime": os.geteuid() == 0, "algorithm": "blake3", "content": selector}
+    options = {"noatime": os.geteuid() == 0, "algorithm": settings.algorithm, "content": selector}
     with _LazyPool(settings.workers, options, builder, progress) as pool:
         for batch in walk(settings.spec, builder.warn):
             builder.add_walk_batch(batch)

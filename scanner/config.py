@@ -44,7 +44,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "storage": frozenset({"enable_plugin", "dir", "chain_key_file"}),
     "file": frozenset({"enable_plugin", "include", "exclude", "assume_nochange",
                        "assume_change", "no_assume_nochange", "one_filesystem",
-                       "workers", "ignore_attrs", "report_exclude"}),
+                       "workers", "ignore_attrs", "report_exclude", "hash"}),
     "conffile": frozenset({"enable_plugin", "include", "exclude", "size_limit", "redact",
                            "ignore_attrs", "report_exclude"}),
     "command": frozenset({"enable_plugin", "timeout", "max_output", "ignore_attrs",

@@ -28,6 +28,8 @@ DETAIL_FIELDS = ("url", "hash", "xattrs", "error", "size", "mtime_ns", "ctime_ns
                  "note", "data")
 _NOTHING = (None,) * (len(DETAIL_FIELDS) - 1)
 
+#: Digests the file collector can compute ([file] hash).
+ALGORITHMS = ("blake3", "sha256")
 _options: dict[str, Any] = {"noatime": False, "algorithm": "blake3", "content": None}
 _buffer: bytearray | None = None
 

@@ -39,7 +39,7 @@ ITEM_COLUMNS: tuple[Column, ...] = (
     Column("target", "VARCHAR", "symlink target (escaped like url)"),
     Column("xattrs", "VARCHAR", "extended attributes (ACLs, SELinux label, capabilities) as "
            "a JSON object; values that are not printable text are hex (0x...)"),
-    Column("hash", "BLOB", "BLAKE3 digest of the content (32 bytes)"),
+    Column("hash", "BLOB", "digest of the content: BLAKE3, or SHA-256 with [file] hash = sha256"),
     Column("content", "BLOB", "digest of the stored text or stdout in the contents table"),
     Column("stderr", "BLOB", "digest of a command's stderr in the contents table"),
     Column("exit_status", "INTEGER", "a command's exit status"),

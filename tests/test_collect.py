@@ -266,3 +266,15 @@ def test_directory_that_became_unreadable_keeps_its_items(open_host):
     assert current[f"file://{host.tree}/locked"] == "cannot list directory: Permission denied"
     # Not reported as removed: the item below keeps its version.
     assert f"file://{host.tree}/locked/inside.conf" in current
+
+
+def test_sha256_digest_option(host):
+    import hashlib
+    make_tree(host.tree, {"passwd": "root:x:0:0\n"})
+    host.run("collect")  # BLAKE3 first: switching must re-hash the unchanged file
+    host.configure(file_extra="hash = sha256\n")
+    host.run("collect")
+    assert export_rows(host)[f"file://{host.tree}/passwd"]["hash"] == \
+        hashlib.sha256(b"root:x:0:0\n").hexdigest()
+    host.configure(file_extra="hash = md5\n")
+    assert "[file]: hash: unknown digest 'md5'" in host.run("collect", expect=3).stderr

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from scanner.config import Config
 from scanner.errors import ConfigError
 from scanner.globs import GlobSet
+from scanner.hasher import ALGORITHMS
 from scanner.session import STAT_KEY_COLUMNS
 from scanner.values import parse_bool, parse_csv, parse_int, parse_lines
 from scanner.walk import WalkSpec
@@ -20,6 +21,7 @@ class FileSettings:
     spec: WalkSpec
     stat_key: tuple[str, ...]
     workers: int
+    algorithm: str = "blake3"
 
 
 def file_settings(config: Config) -> FileSettings | None:
@@ -38,8 +40,12 @@ def file_settings(config: Config) -> FileSettings | None:
                               f"{', '.join(STAT_KEY_COLUMNS)})", **section.where("assume_nochange"))
     one_fs = parse_bool(section.get("one_filesystem", "false"), **section.where("one_filesystem"))
     workers = parse_int(section.get("workers", "0"), minimum=0, **section.where("workers"))
+    algorithm = section.get("hash", "blake3").strip().lower()
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown digest {algorithm!r} (choose from {', '.join(ALGORITHMS)})",
+                          **section.where("hash"))
     return FileSettings(WalkSpec(include, exclude, assume_change, one_fs), stat_key,
-                        workers or os.cpu_count() or 1)
+                        workers or os.cpu_count() or 1, algorithm)
 
 
 def _globs(section, key: str) -> GlobSet:
