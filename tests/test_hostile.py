@@ -174,3 +174,36 @@ def test_two_runs_at_once_the_second_exits_at_once(host):
     assert second.returncode == 5
     assert f"already running (pid {first.pid})" in second.stderr
     assert elapsed < 10  # it does not wait for the first run
+
+
+def test_hostile_tree_as_nobody_reports_names_safely(open_host):
+    """Unprivileged run over odd names and special files; text and HTML stay safe."""
+    from conftest import run_as_nobody
+    host = open_host
+    odd = {b"new\nline": b"1", b"esc\x1b[31mred": b"2", b"bad\xffbyte": b"3", b"tab\there": b"4",
+           b"<img src=x onerror=alert(1)>": b"5"}
+    make_tree(host.tree, {"loop": Symlink("loop"), "locked": {"x": "1"}} | {
+        os.fsdecode(name): data for name, data in odd.items()})
+    os.mkfifo(host.tree / "fifo")
+    os.chmod(host.tree / "locked", 0o700)  # nobody cannot list it
+    for path in host.tree.rglob("*"):
+        if not path.is_symlink() and path.name != "locked" and path.parent.name != "locked":
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    os.chmod(host.tree, 0o777)  # nobody adds and removes entries below
+    cli = [*SYSCHANGEMON, "-c", str(host.confdir)]
+    first = run_as_nobody([*cli, "collect"], timeout=60)
+    assert first.returncode == 0, first.stderr
+    for name in odd:
+        os.unlink(os.path.join(os.fsencode(host.tree), name))
+    for name in (b"more\nlines", b"esc2\x1b]0;title\x07"):
+        with open(os.path.join(os.fsencode(host.tree), name), "wb") as handle:
+            handle.write(b"x")
+    second = run_as_nobody([*cli, "run"], timeout=60)
+    assert second.returncode == 1, second.stderr
+    text = run_as_nobody([*cli, "print-report"], timeout=60).stdout
+    html = run_as_nobody([*cli, "print-report", "--format", "html"], timeout=60).stdout
+    assert "\x1b" not in text and "\x07" not in text and "\x1b" not in html
+    assert "esc\\x1b[31mred" in text and "more\\x0alines" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img" not in html
+    current = dict(host.query("SELECT url, error FROM versions WHERE until IS NULL"))
+    assert current[f"file://{host.tree}/locked"] == "cannot list directory: Permission denied"
