@@ -192,6 +192,8 @@ def test_build_backend_asks_for_the_project_dependencies(monkeypatch):
     assert system["backend-path"] == ["packaging"]
     backend = load("syschangemon_build")
     monkeypatch.chdir(REPO)
+    # A build puts backend-path on sys.path; setuptools resolves the cmdclass there.
+    monkeypatch.syspath_prepend(str(REPO / "packaging"))
     dependencies = pyproject()["project"]["dependencies"]
     assert dependencies and backend._project_dependencies() == dependencies
     # setuptools' own hook reads [project]; this pyproject needs the setuptools a
