@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from scanner.errors import LockedError, NotFoundError, StorageError
+from scanner.errors import LockedError, NoBaselineError, NotFoundError, StorageError, UsageError
 from scanner.schema import SCHEMA_VERSION, TABLES, create_table
 
 DB_FILE = "db.duckdb"
@@ -196,3 +196,23 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         except duckdb.Error:
             pass  # the failed statement or COMMIT already aborted the transaction
         raise
+
+
+def select_sessions(con: duckdb.DuckDBPyConnection, old_uuid: str | None,
+                    new_uuid: str | None) -> tuple[SessionInfo, SessionInfo]:
+    """The sessions to compare: -o/-u, or the newest and the one before it."""
+    new = find_session(con, new_uuid)
+    if old_uuid is not None:
+        old = find_session(con, old_uuid)
+        if old.id >= new.id:
+            raise UsageError(f"the old session {old.uuid} (-o) is not older than the new "
+                             f"session {new.uuid} (-u); swap them")
+        return old, new
+    previous = scalar(con, "SELECT uuid FROM sessions WHERE id < ? ORDER BY id DESC LIMIT 1",
+                      [new.id])
+    if previous is None:
+        if scalar(con, "SELECT count(*) FROM sessions") == 1:
+            raise NoBaselineError(f"only the baseline session {new.uuid} exists, so no report "
+                                  "was made; collect again to compare with it")
+        raise NotFoundError(f"no session is older than {new.uuid}")
+    return find_session(con, previous), new

@@ -18,9 +18,9 @@ from scanner.commands.context import Command, Context
 from scanner.commands.mail import mail_queue
 from scanner.commands.sessions import retention_settings
 from scanner.config import Config
-from scanner.errors import ExitCode, NoBaselineError, NotFoundError, UsageError
+from scanner.errors import ExitCode
 from scanner.retention import cleanup
-from scanner.store import SessionInfo, find_session, scalar
+from scanner.store import SessionInfo, find_session, scalar, select_sessions
 from scanner.timefmt import local_time
 from scanner.values import parse_csv
 
@@ -52,26 +52,6 @@ def mail_state_for(config: Config, *, is_empty: bool, skip_empty: bool) -> str:
     if not parse_csv(config.section("mail.smtp").get("to_addr") or ""):
         return "none"
     return "skipped" if is_empty and skip_empty else "pending"
-
-
-def select_sessions(con: duckdb.DuckDBPyConnection, old_uuid: str | None,
-                    new_uuid: str | None) -> tuple[SessionInfo, SessionInfo]:
-    """The sessions to compare: -o/-u, or the newest and the one before it."""
-    new = find_session(con, new_uuid)
-    if old_uuid is not None:
-        old = find_session(con, old_uuid)
-        if old.id >= new.id:
-            raise UsageError(f"the old session {old.uuid} (-o) is not older than the new "
-                             f"session {new.uuid} (-u); swap them")
-        return old, new
-    previous = scalar(con, "SELECT uuid FROM sessions WHERE id < ? ORDER BY id DESC LIMIT 1",
-                      [new.id])
-    if previous is None:
-        if scalar(con, "SELECT count(*) FROM sessions") == 1:
-            raise NoBaselineError(f"only the baseline session {new.uuid} exists, so no report "
-                                  "was made; collect again to compare with it")
-        raise NotFoundError(f"no session is older than {new.uuid}")
-    return find_session(con, previous), new
 
 
 def make_report(context: Context, con: duckdb.DuckDBPyConnection, old: SessionInfo,

@@ -9,10 +9,10 @@ import orjson
 
 from scanner.chain import chain_key, verify
 from scanner.commands.context import Command, Context
-from scanner.errors import ExitCode, NotFoundError, TamperedError, UsageError
+from scanner.errors import ExitCode, TamperedError, UsageError
 from scanner.history import ITEMS_AT, changes_select, export_select
 from scanner.retention import cleanup
-from scanner.store import SessionInfo, find_session, first_row, list_sessions
+from scanner.store import find_session, list_sessions, select_sessions
 from scanner.timefmt import local_time
 from scanner.values import parse_int
 
@@ -84,11 +84,7 @@ def run_export(context: Context) -> int:
         prefix = "$uuid AS session_uuid, $host AS host"
         params: dict = {"uuid": session.uuid, "host": session.host}
         if args.changes:
-            old = find_session(con, args.old_session_uuid) if args.old_session_uuid else \
-                find_session(con, None, offset=1) if args.session_uuid is None else \
-                _previous(con, session)
-            if old.id >= session.id:
-                raise UsageError("the old session (-o) must be older than the session (-u)")
+            old, session = select_sessions(con, args.old_session_uuid, args.session_uuid)
             query = f"SELECT {prefix}, $old_uuid AS old_session_uuid, * FROM ({changes_select()})"
             params |= {"old": old.id, "new": session.id, "old_uuid": old.uuid}
         else:
@@ -101,13 +97,6 @@ def run_export(context: Context) -> int:
         else:
             _write_stream(context, con.execute(query, params), args.format)
     return ExitCode.OK
-
-
-def _previous(con, session: SessionInfo) -> SessionInfo:
-    row = first_row(con, "SELECT uuid FROM sessions WHERE id < ? ORDER BY id DESC LIMIT 1", [session.id])
-    if row is None:
-        raise NotFoundError(f"session {session.uuid} is the oldest: nothing to compare it with")
-    return find_session(con, row[0])
 
 
 def _literal(text: str) -> str:
