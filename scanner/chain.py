@@ -22,7 +22,7 @@ import duckdb
 
 from scanner.errors import ConfigError
 from scanner.schema import ITEM_COLUMNS, quote
-from scanner.store import first_row, scalar
+from scanner.store import first_row, scalar, set_meta
 
 
 def _row_text() -> str:
@@ -108,9 +108,7 @@ def seal(con: duckdb.DuckDBPyConnection, session_id: int, session_uuid: str,
 def anchor(con: duckdb.DuckDBPyConnection, session_id: int) -> None:
     """Record the whole-state digest of ``session_id`` before older sessions are dropped."""
     digest = lines_digest(con, STATE_LINES, session_id)
-    con.execute("DELETE FROM meta WHERE key IN ('anchor_session', 'anchor_digest')")
-    con.executemany("INSERT INTO meta VALUES (?, ?)",
-                    [("anchor_session", str(session_id)), ("anchor_digest", digest)])
+    set_meta(con, {"anchor_session": str(session_id), "anchor_digest": digest})
 
 
 @dataclass(frozen=True)

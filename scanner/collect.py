@@ -18,7 +18,7 @@ from scanner.collectors.file import FileSettings, file_settings
 from scanner.config import Config
 from scanner.hasher import DETAIL_FIELDS, detail_batch, init_worker
 from scanner.session import SessionBuilder
-from scanner.store import SessionInfo, scalar
+from scanner.store import SessionInfo, scalar, set_meta
 from scanner.walk import walk
 
 #: Files per task sent to a worker: big enough to amortize the IPC (1024 measured 6 % faster
@@ -78,8 +78,7 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
     session = builder.commit(host=host)
     if reselect:
         # After the commit: a crash in between costs one more full re-read, nothing else.
-        con.execute("DELETE FROM meta WHERE key = ?", [SELECTOR_KEY])
-        con.execute("INSERT INTO meta VALUES (?, ?)", [SELECTOR_KEY, fingerprint])
+        set_meta(con, {SELECTOR_KEY: fingerprint})
     return CollectResult(session, progress, builder.warnings)
 
 

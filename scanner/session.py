@@ -21,7 +21,7 @@ import pyarrow as pa
 from scanner.chain import seal
 from scanner.hasher import DETAIL_FIELDS
 from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, column_list, create_table, quote
-from scanner.store import SessionInfo, scalar, transaction
+from scanner.store import SessionInfo, scalar, set_meta, transaction
 from scanner.walk import WALK_FIELDS, Batch
 
 _WALK_TYPES = {
@@ -218,8 +218,7 @@ class SessionBuilder:
                         [session_id, session_uuid, host, self.start_time, end_time, item_count,
                          orjson.dumps(self.warnings).decode() if self.warnings else None,
                          digest, previous])
-            con.execute("DELETE FROM meta WHERE key = 'last_session_id'")
-            con.execute("INSERT INTO meta VALUES ('last_session_id', ?)", [str(session_id)])
+            set_meta(con, {"last_session_id": str(session_id)})
         for name in ("walk", "detail", "scan", "new_contents", "changed", "vanished"):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         return SessionInfo(session_id, session_uuid, host, self.start_time, end_time, item_count,

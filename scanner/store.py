@@ -166,6 +166,12 @@ def find_session(con: duckdb.DuckDBPyConnection, uuid: str | None, *, offset: in
     return SessionInfo(*rows[0])
 
 
+def set_meta(con: duckdb.DuckDBPyConnection, values: dict[str, str]) -> None:
+    """Store settings in the meta table, replacing earlier values of the same keys."""
+    con.execute("DELETE FROM meta WHERE key IN (SELECT unnest($keys))", {"keys": list(values)})
+    con.executemany("INSERT INTO meta VALUES (?, ?)", list(values.items()))
+
+
 def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple | None:
     """The first row of a query, reading the result to its end.
 
