@@ -148,11 +148,11 @@ class SessionBuilder:
 
     def tasks_needing_detail(self) -> list[tuple[str, int, int, int]]:
         """Walked entries whose digest and xattrs cannot be reused from the current version."""
-        reuse = " AND ".join(f"w.{quote(c)} IS NOT DISTINCT FROM v.{quote(c)}" for c in self.stat_key
-                             if c != "mode") or "FALSE"
-        if "mode" in self.stat_key:
-            reuse += " AND (w.st_mode & 4095) IS NOT DISTINCT FROM v.mode"
-        if self.paranoid:
+        # The walk holds st_mode; versions hold the permission bits as mode.
+        walked = {c: "(w.st_mode & 4095)" if c == "mode" else f"w.{quote(c)}" for c in self.stat_key}
+        reuse = " AND ".join(f"{value} IS NOT DISTINCT FROM v.{quote(c)}"
+                             for c, value in walked.items())
+        if self.paranoid or not reuse:
             reuse = "FALSE"
         query = f"""
             SELECT w.url, w.st_mode, w.inode, w.device FROM walk w

@@ -278,3 +278,12 @@ def test_sha256_digest_option(host):
         hashlib.sha256(b"root:x:0:0\n").hexdigest()
     host.configure(file_extra="hash = md5\n")
     assert "[file]: hash: unknown digest 'md5'" in host.run("collect", expect=3).stderr
+
+
+def test_stat_key_of_mode_alone_still_reuses_digests(host):
+    make_tree(host.tree, {"a": "1", "b": "2"})
+    conf = host.confdir / "plugins.d" / "file.conf"
+    conf.write_text(conf.read_text().replace(
+        "assume_nochange = mtime, ctime, size, device, inode", "assume_nochange = mode"))
+    host.run("collect")
+    assert "0 read" in host.run("collect").stdout
