@@ -9,6 +9,7 @@ import time
 from scanner.collect import CollectResult, Progress, collect
 from scanner.commands.context import Command, Context
 from scanner.errors import ExitCode
+from scanner.logsetup import LOGGER
 from scanner.retention import reset
 from scanner.store import list_sessions
 from scanner.timefmt import local_time
@@ -29,7 +30,7 @@ def collect_session(context: Context, con) -> CollectResult:
         show.clear()
     info, progress = result.session, result.progress
     context.say(f"session {info.uuid} saved")
-    logging.getLogger("syschangemon").info(
+    logging.getLogger(LOGGER).info(
         "session %s saved: %d items, %d read, %d bytes hashed", info.uuid, info.item_count,
         progress.detailed, progress.bytes_hashed)
     context.say(f"{info.item_count} items, {progress.detailed} read, "

@@ -15,7 +15,7 @@ import duckdb
 
 from scanner.config import Config, load_config
 from scanner.errors import StorageError
-from scanner.logsetup import default_log_file, setup_logging
+from scanner.logsetup import LOGGER, default_log_file, setup_logging
 from scanner.store import DB_FILE, connect, run_lock
 
 #: DuckDB errors that come from the storage, not from a bug in a query.
@@ -72,23 +72,15 @@ class Context:
 
     def warn(self, text: str) -> None:
         """A warning on stderr (silenced by --quiet), and in the log."""
-        logging.getLogger("syschangemon").warning(text)
+        logging.getLogger(LOGGER).warning(text)
         if not self.args.quiet:
             print(f"syschangemon: warning: {text}", file=self.stderr)
 
     @contextmanager
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Hold the run lock and a read-write connection."""
-        with run_lock(self.storage):
-            con = connect(self.storage)
-            try:
-                yield con
-            except STORAGE_FAILURES as error:
-                # Disk full, I/O errors: the transaction was rolled back, nothing stored is lost.
-                raise StorageError(f"{self.storage / DB_FILE}: {type(error).__name__}: "
-                                   f"{' '.join(str(error).split())[:300]}") from error
-            finally:
-                con.close()
+        with self._connected(read_only=False) as con:
+            yield con
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -97,10 +89,19 @@ class Context:
         DuckDB lets one process at a time hold the file, so readers take the run lock
         too and get the clear "already running" message instead of a DuckDB lock error.
         """
+        with self._connected(read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _connected(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         with run_lock(self.storage):
-            con = connect(self.storage, read_only=True)
+            con = connect(self.storage, read_only=read_only)
             try:
                 yield con
+            except STORAGE_FAILURES as error:
+                # Disk full, I/O errors: the transaction was rolled back, nothing stored is lost.
+                raise StorageError(f"{self.storage / DB_FILE}: {type(error).__name__}: "
+                                   f"{' '.join(str(error).split())[:300]}") from error
             finally:
                 con.close()
 
