@@ -13,11 +13,13 @@ from pathlib import Path
 
 import blake3
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from scanner.hasher import DETAIL_FIELDS
+from scanner.hasher import detail_tables
 from scanner.session import SessionBuilder
 from scanner.store import SessionInfo, connect
-from scanner.walk import WALK_FIELDS, Batch
+from scanner.worker import entry_table
 
 #: The conf/ default of [file] assume_nochange.
 STAT_KEY = ("mtime", "ctime", "size", "device", "inode")
@@ -31,38 +33,38 @@ def url_of(index: int) -> str:
 
 
 def walk_batches(indexes: Iterable[int], *, version: dict[int, int] | None = None,
-                 batch_size: int = 16384) -> list[Batch]:
-    """Walk batches of regular files; ``version[i]`` > 0 gives file i a later mtime/ctime/size."""
+                 batch_size: int = 16384) -> list[pa.Table]:
+    """Walk tables (ENTRY_SCHEMA) of regular files; ``version[i]`` > 0 gives file i a later
+    mtime/ctime/size."""
     version = version or {}
-    batches: list[Batch] = []
-    batch: Batch = {name: [] for name in WALK_FIELDS}
+    batches: list[pa.Table] = []
+    rows: list[tuple] = []
     for index in indexes:
         bump = version.get(index, 0)
-        values = (url_of(index), _FILE_MODE, 0, 0, 2048 + index % 4096 + bump,
-                  _BASE_TIME + index * 1000 + bump, _BASE_TIME + index * 1000 + bump,
-                  index + 1, 2049, 1, None, False, None)
-        for name, value in zip(WALK_FIELDS, values):
-            batch[name].append(value)
-        if len(batch["url"]) == batch_size:
-            batches.append(batch)
-            batch = {name: [] for name in WALK_FIELDS}
-    if batch["url"]:
-        batches.append(batch)
+        rows.append((url_of(index), _FILE_MODE, 0, 0, 2048 + index % 4096 + bump,
+                     _BASE_TIME + index * 1000 + bump, _BASE_TIME + index * 1000 + bump,
+                     index + 1, 2049, 1, None, False, None))
+        if len(rows) == batch_size:
+            batches.append(entry_table(rows, None))
+            rows = []
+    if rows:
+        batches.append(entry_table(rows, None))
     return batches
 
 
-def details_for(batches: list[Batch], *, version: dict[int, int] | None = None) -> tuple[list, ...]:
-    """Hash-worker result columns (DETAIL_FIELDS) for every entry of ``batches``."""
-    version = version or {}
-    columns: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
+def details_for(batches: list[pa.Table]) -> list[pa.Table]:
+    """Hash-worker results (DETAIL_SCHEMA tables) for every entry of ``batches``."""
+    tables = []
     for batch in batches:
-        for url, size, mtime, ctime in zip(batch["url"], batch["size"], batch["mtime_ns"],
-                                           batch["ctime_ns"]):
-            digest = blake3.blake3(f"{url}:{size}".encode()).digest()
-            row = (url, digest, None, None, size, mtime, ctime, None, None, None)
-            for column, value in zip(columns, row):
-                column.append(value)
-    return columns
+        columns = batch.select(["url", "size", "mtime_ns", "ctime_ns"]).to_pydict()
+        count = batch.num_rows
+        digests = [blake3.blake3(f"{url}:{size}".encode()).digest()
+                   for url, size in zip(columns["url"], columns["size"])]
+        nothing = [None] * count
+        tables.append(detail_tables((columns["url"], digests, nothing, nothing, columns["size"],
+                                     columns["mtime_ns"], columns["ctime_ns"], nothing, nothing,
+                                     nothing))[0])
+    return tables
 
 
 def new_db(directory: Path) -> duckdb.DuckDBPyConnection:
@@ -70,20 +72,18 @@ def new_db(directory: Path) -> duckdb.DuckDBPyConnection:
     return connect(directory)
 
 
-def commit_session(con: duckdb.DuckDBPyConnection, batches: list[Batch], details: tuple[list, ...] | None,
-                   ) -> SessionInfo:
+def commit_session(con: duckdb.DuckDBPyConnection, batches: list[pa.Table],
+                   details: list[pa.Table] | None) -> SessionInfo:
     """One session from synthetic batches: load, merge, commit. With ``details`` None the
     builder decides what needs details and gets exactly those rows."""
     builder = SessionBuilder(con, stat_key=STAT_KEY)
     for batch in batches:
         builder.add_walk_batch(batch)
     if details is None:
-        needed = {task[0] for task in builder.tasks_needing_detail()}
-        if needed:
-            subset = [{name: [v for v, url in zip(b[name], b["url"]) if url in needed] for name in b}
-                      for b in batches]
-            builder.add_details(details_for(subset))
-    else:
-        builder.add_details(details)
+        needed = builder.tasks_needing_detail().column("url")
+        if len(needed):
+            details = details_for([b.filter(pc.is_in(b.column("url"), needed)) for b in batches])
+    for table in details or []:
+        builder.add_details(table)
     builder.finish_files()
     return builder.commit(host="bench")

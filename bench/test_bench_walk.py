@@ -1,12 +1,16 @@
-"""Micro-benchmark: the walk (scandir + lstat + glob steering + columns) over a /usr-like tree."""
+"""Micro-benchmark: the walk (scandir + lstat + glob steering + rows) over a /usr-like tree,
+in one process (scanner.walk.Walker) and split across the worker pool (scanner.pool)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from bench.tree import TreeInfo, TreeShape, ensure_tree
 from scanner.globs import GlobSet
-from scanner.walk import WalkSpec, walk
+from scanner.pool import WorkerPool
+from scanner.walk import Walker, WalkSpec
 
 
 @pytest.fixture(scope="module")
@@ -16,14 +20,29 @@ def usr_tree(tmp_path_factory) -> TreeInfo:
     return ensure_tree(root, TreeShape.scaled(20_000, total_bytes=0, median=512, sigma=0.5))
 
 
-def test_walk_usr_like(benchmark, usr_tree: TreeInfo) -> None:
-    spec = WalkSpec(GlobSet([f"{usr_tree.root}/**"]), GlobSet(["**.bak", "**~"]))
-    warnings: list[str] = []
+def _spec(tree: TreeInfo) -> WalkSpec:
+    return WalkSpec(GlobSet([f"{tree.root}/**"]), GlobSet(["**.bak", "**~"]))
+
+
+def test_walk_one_process(benchmark, usr_tree: TreeInfo) -> None:
+    walker = Walker(_spec(usr_tree))
 
     def run() -> int:
-        return sum(len(batch["url"]) for batch in walk(spec, warnings.append))
+        start = walker.bases([str(usr_tree.root)])
+        out = walker.walk(start.pending, budget=10**9)
+        assert not out.pending and not out.warnings
+        return len(start.rows) + len(out.rows)
 
-    walked = benchmark(run)
     # Everything below the root (the glob root/** does not match the root itself).
-    assert walked == usr_tree.entries - 1
-    assert warnings == []
+    assert benchmark(run) == usr_tree.entries - 1
+
+
+def test_walk_worker_pool(benchmark, usr_tree: TreeInfo, tmp_path) -> None:
+    options = {"noatime": False, "algorithm": "blake3", "content": None, "staging": str(tmp_path)}
+    with WorkerPool(os.cpu_count() or 1, options, _spec(usr_tree)) as pool:
+        pool.start()
+
+        def run() -> int:
+            return sum(result.walked for result in pool.walk([str(usr_tree.root)], with_details=False))
+
+        assert benchmark(run) == usr_tree.entries - 1

@@ -357,6 +357,10 @@ class GlobSet:
     def __repr__(self) -> str:
         return f"GlobSet({list(self.patterns)!r}, cwd={self.cwd!r})"
 
+    def __reduce__(self) -> tuple:
+        # Pickled as its patterns (for the worker processes): the matcher is generated code.
+        return GlobSet, (self.patterns, self.cwd)
+
     def __bool__(self) -> bool:
         return bool(self.patterns)
 

@@ -5,7 +5,8 @@ fstat to still be the regular file that was walked, and read into memory (small
 files in one read, big ones through a reusable buffer). Whatever goes wrong becomes
 an ``error`` value in the result: a worker never raises for a bad file.
 
-This module imports nothing heavy, since every worker process imports it.
+Results come back as columns and, through ``detail_table``, as one Arrow table: the
+worker pays for the conversion, not the parent that loads the tables into DuckDB.
 """
 
 from __future__ import annotations
@@ -18,14 +19,22 @@ from typing import Any
 
 import blake3
 import orjson
+import pyarrow as pa
 
 from scanner.paths import url_to_path
 
 #: Files of at least this size are read through a reusable buffer (PERF.md).
 BIG_FILE = 1 << 20
-#: Result columns, in order; the parent bulk-loads them as one Arrow table.
-DETAIL_FIELDS = ("url", "hash", "xattrs", "error", "size", "mtime_ns", "ctime_ns", "content",
-                 "note", "data")
+#: What reading an entry found, as the parent receives it (``detail_tables``).
+DETAIL_SCHEMA = pa.schema([
+    ("url", pa.string()), ("hash", pa.binary()), ("xattrs", pa.string()), ("error", pa.string()),
+    ("size", pa.int64()), ("mtime_ns", pa.int64()), ("ctime_ns", pa.int64()),
+    ("content", pa.binary()), ("note", pa.string()),
+])
+#: Stored texts (a config file's), one row per distinct digest.
+CONTENT_SCHEMA = pa.schema([("digest", pa.binary()), ("data", pa.binary()), ("size", pa.int64())])
+#: Columns of a ``detail_batch`` result: DETAIL_SCHEMA's, then the stored text itself.
+DETAIL_FIELDS = tuple(DETAIL_SCHEMA.names) + ("data",)
 _NOTHING = (None,) * (len(DETAIL_FIELDS) - 1)
 
 #: Digests the file collector can compute ([file] hash).
@@ -124,13 +133,19 @@ def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None
     return selector(path, data)
 
 
-def detail_batch(tasks: list[tuple[str, int, int, int]]) -> tuple[list, ...]:
-    """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS columns."""
+def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, ...]:
+    """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS
+    columns, a row of NULLs for a task that is None."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     if _options["noatime"]:
         flags |= os.O_NOATIME
     columns: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
-    for url, mode, inode, device in tasks:
+    for task in tasks:
+        if task is None:  # a placeholder that keeps the caller's rows aligned
+            for column in columns:
+                column.append(None)
+            continue
+        url, mode, inode, device = task
         path = url_to_path(url)
         try:
             if stat.S_ISREG(mode):
@@ -144,6 +159,28 @@ def detail_batch(tasks: list[tuple[str, int, int, int]]) -> tuple[list, ...]:
         for column, value in zip(columns[1:], row):
             column.append(value)
     return columns
+
+
+def detail_tables(columns: tuple[list, ...]) -> tuple[pa.Table, pa.Table | None]:
+    """``detail_batch`` columns as Arrow: the details (DETAIL_SCHEMA) and the stored
+    texts (CONTENT_SCHEMA, None when there are none)."""
+    details = pa.Table.from_arrays([pa.array(values, f.type) for values, f in zip(columns, DETAIL_SCHEMA)],
+                                   schema=DETAIL_SCHEMA)
+    return details, content_table(columns[7], columns[9])
+
+
+def content_table(digests: list, texts: list) -> pa.Table | None:
+    """The stored texts among ``texts`` with their digests (CONTENT_SCHEMA), None if none."""
+    kept = [(digest, data) for digest, data in zip(digests, texts) if data is not None]
+    if not kept:
+        return None
+    return pa.table([pa.array([d for d, _ in kept], pa.binary()), pa.array([t for _, t in kept], pa.binary()),
+                     pa.array([len(t) for _, t in kept], pa.int64())], schema=CONTENT_SCHEMA)
+
+
+def bytes_hashed(columns: tuple[list, ...]) -> int:
+    """How many bytes the files of a ``detail_batch`` result held (those that got a digest)."""
+    return sum(size for size, digest in zip(columns[4], columns[1]) if size and digest)
 
 
 def _describe(error: OSError) -> str:

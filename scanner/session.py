@@ -1,8 +1,11 @@
-"""Build one session: stage walked entries and collector items, then merge them into
+"""Build one session: gather walked entries and collector items, then merge them into
 the versioned items in a single transaction.
 
-Staging lives in TEMP tables (memory, never the database file), so a process killed at
-any moment before COMMIT leaves the database exactly as it was.
+Walked entries stay in the Parquet files the workers wrote (scanner/staging.py), and
+DuckDB queries them in place: copying a million rows into a table cost more than
+walking them. Items of the other collectors and stored texts go to TEMP tables. Nothing reaches the
+database file before the merge's one transaction, so a process killed at any moment
+before COMMIT leaves the database exactly as it was.
 """
 
 from __future__ import annotations
@@ -19,28 +22,21 @@ import orjson
 import pyarrow as pa
 
 from scanner.chain import seal
-from scanner.hasher import DETAIL_FIELDS
-from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, column_list, create_table, quote
+from scanner.hasher import DETAIL_SCHEMA
+from scanner.staging import Staging
+from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, Column, column_list, create_table, quote
 from scanner.store import SessionInfo, scalar, set_meta, transaction
-from scanner.walk import WALK_FIELDS, Batch
+from scanner.worker import ENTRY_SCHEMA
 
-_WALK_TYPES = {
-    "url": pa.string(), "st_mode": pa.int64(), "uid": pa.int64(), "gid": pa.int64(),
-    "size": pa.int64(), "mtime_ns": pa.int64(), "ctime_ns": pa.int64(),
-    "inode": pa.uint64(), "device": pa.uint64(), "nlink": pa.int64(),
-    "target": pa.string(), "force": pa.bool_(), "error": pa.string(),
-}
-_DETAIL_TYPES = {
-    "url": pa.string(), "hash": pa.binary(), "xattrs": pa.string(), "error": pa.string(),
-    "size": pa.int64(), "mtime_ns": pa.int64(), "ctime_ns": pa.int64(),
-    "content": pa.binary(), "note": pa.string(), "data": pa.binary(),
-}
 _ARROW_OF_SQL = {"VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
                  "UBIGINT": pa.uint64(), "BLOB": pa.binary(), "BOOLEAN": pa.bool_()}
 #: Stat attributes users may name in assume_nochange, and the columns they compare.
 STAT_KEY_COLUMNS = {"mtime": "mtime_ns", "ctime": "ctime_ns", "size": "size",
                     "device": "device", "inode": "inode", "uid": "uid", "gid": "gid",
                     "mode": "mode"}
+_AS_WRITTEN = "join_order,build_side_probe_side"
+_UNLISTED = (Column("url", "VARCHAR", ""), Column("error", "VARCHAR", ""))
+_NAMES = (Column("id", "BIGINT", ""), Column("name", "VARCHAR", ""))
 
 _SETUP = """
 CREATE OR REPLACE TEMP MACRO file_type(m) AS CASE (m & 61440)
@@ -50,48 +46,75 @@ CREATE OR REPLACE TEMP MACRO file_type(m) AS CASE (m & 61440)
 CREATE OR REPLACE TEMP VIEW current_versions AS SELECT * FROM versions WHERE until IS NULL;
 """
 
-#: Patch unreadable-directory rows (url + error only) onto the directory's own row.
-_PATCH_DIR_ERRORS = """
-UPDATE walk SET error = e.error
-FROM (SELECT url, error FROM walk WHERE st_mode IS NULL) e
-WHERE walk.url = e.url AND walk.st_mode IS NOT NULL
-"""
+#: Unreadable directories whose own row is missing (an include base, say): warnings.
 _ORPHAN_DIR_ERRORS = """
-SELECT e.url, e.error FROM walk e
-WHERE e.st_mode IS NULL AND NOT EXISTS (SELECT 1 FROM walk w WHERE w.url = e.url AND w.st_mode IS NOT NULL)
+SELECT e.url, e.error FROM unlisted e
+WHERE NOT EXISTS (SELECT 1 FROM walk w WHERE w.url = e.url AND w.st_mode IS NOT NULL)
 """
 
-#: Every walked entry gets a row: details from this scan, or reused from the current version.
-_BUILD_FILE_ITEMS = """
-INSERT INTO scan
-SELECT w.url, file_type(w.st_mode), (w.st_mode & 4095)::INTEGER, w.uid, w.gid, u.name, g.name,
-       coalesce(d.size, w.size), coalesce(d.mtime_ns, w.mtime_ns), coalesce(d.ctime_ns, w.ctime_ns),
-       w.inode, w.device, w.nlink, w.target,
-       CASE WHEN d.url IS NULL THEN v.xattrs ELSE d.xattrs END,
-       CASE WHEN d.url IS NULL THEN v.hash ELSE d.hash END,
-       CASE WHEN d.url IS NULL THEN v.content ELSE d.content END,
-       NULL, NULL,
-       CASE WHEN d.url IS NULL THEN v.note ELSE d.note END,
-       coalesce(w.error, d.error)
-FROM walk w
-LEFT JOIN detail d ON d.url = w.url
-LEFT JOIN current_versions v ON v.url = w.url
-LEFT JOIN names_user u ON u.id = w.uid
-LEFT JOIN names_group g ON g.id = w.gid
-WHERE w.st_mode IS NOT NULL
+
+def _file_items() -> str:
+    """Every walked entry as an item row: what reading it found this time (in the walk's
+    own row, or from a hash task), else what its current version holds. The same pass
+    tells whether the row equals the current version: a second join of a million rows
+    with all their attributes would cost twice this one."""
+    same = " AND ".join(f"{quote(c)} IS NOT DISTINCT FROM {quote('v.' + c)}" for c in COMPARED)
+    prior = ", ".join(f"v.{quote(c.name)} AS {quote('v.' + c.name)}" for c in ITEM_COLUMNS)
+
+    def read(column: str) -> str:
+        return (f"CASE WHEN w.detailed THEN w.d_{column} WHEN d.url IS NOT NULL THEN d.{column} "
+                f"ELSE v.{column} END AS {column}")
+
+    def reread(column: str) -> str:
+        # Attributes fstat saw while reading win over the walk's lstat.
+        return f"coalesce(CASE WHEN w.detailed THEN w.d_{column} ELSE d.{column} END, w.{column}) AS {column}"
+
+    return f"""
+CREATE OR REPLACE TEMP VIEW file_items AS
+SELECT {column_list(ITEM_COLUMNS)}, {quote('v.url')} IS NOT NULL AND {same} AS unchanged
+FROM (
+    SELECT w.url, file_type(w.st_mode) AS type, (w.st_mode & 4095)::INTEGER AS mode, w.uid, w.gid,
+           u.name AS user_name, g.name AS group_name,
+           {reread("size")}, {reread("mtime_ns")}, {reread("ctime_ns")},
+           w.inode, w.device, w.nlink, w.target,
+           {read("xattrs")}, {read("hash")}, {read("content")},
+           NULL::BLOB AS stderr, NULL::INTEGER AS exit_status, {read("note")},
+           coalesce(e.error, w.error, CASE WHEN w.detailed THEN w.d_error ELSE d.error END) AS error,
+           {prior}
+    FROM walk w
+    LEFT JOIN detail d ON d.url = w.url
+    LEFT JOIN current_versions v ON v.url = w.url
+    LEFT JOIN unlisted e ON e.url = w.url
+    LEFT JOIN names_user u ON u.id = w.uid
+    LEFT JOIN names_group g ON g.id = w.gid
+    WHERE w.st_mode IS NOT NULL)
 """
 
-#: Current items missing from the scan. Items below a directory that could not be
+
+def _other_changed() -> str:
+    """Items of the other collectors (commands, sysinfo) that differ from their current
+    version or have none."""
+    differs = " OR ".join(f"s.{quote(c)} IS DISTINCT FROM v.{quote(c)}" for c in COMPARED)
+    return f"""
+SELECT $sid, NULL, {column_list(ITEM_COLUMNS, "s.")} FROM scan s
+LEFT JOIN (SELECT * FROM current_versions WHERE url IN (SELECT url FROM scan)) v ON v.url = s.url
+WHERE v.url IS NULL OR {differs}
+"""
+
+
+#: Current items missing from this session. Items below a directory that could not be
 #: listed this time are not "removed": they keep their version until it can be read.
 _VANISHED = """
 CREATE OR REPLACE TEMP TABLE vanished AS
-SELECT v.url FROM current_versions v ANTI JOIN scan s ON s.url = v.url
-WHERE NOT EXISTS (SELECT 1 FROM walk e WHERE e.st_mode IS NULL AND starts_with(v.url, e.url || '/'))
+SELECT v.url FROM (SELECT url FROM current_versions WHERE since < $sid) v
+ANTI JOIN (SELECT url FROM walk WHERE st_mode IS NOT NULL UNION ALL SELECT url FROM scan) s
+    ON s.url = v.url
+WHERE NOT EXISTS (SELECT 1 FROM unlisted e WHERE starts_with(v.url, e.url || '/'))
 """
 
 
 class SessionBuilder:
-    """Collects one session's items into staging tables, then commits them as a session."""
+    """Collects one session's items, then commits them as a session."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, stat_key: Iterable[str],
                  paranoid: bool = False, chain_key: bytes | None = None) -> None:
@@ -102,35 +125,46 @@ class SessionBuilder:
         self.warnings: list[str] = []
         self.start_time = datetime.now(timezone.utc)
         con.execute(_SETUP)
-        walk_columns = tuple(_column(name, _WALK_TYPES[name]) for name in WALK_FIELDS)
-        detail_columns = tuple(_column(name, _DETAIL_TYPES[name]) for name in DETAIL_FIELDS)
-        for name, columns in (("walk", walk_columns), ("detail", detail_columns),
-                              ("scan", ITEM_COLUMNS), ("new_contents", CONTENT_COLUMNS)):
+        # The planner cannot know how many rows the staged Parquet files hold (it guesses
+        # from one file, maybe the empty one), and would then build hash tables from the
+        # walk, a million wide rows per join, instead of from the small side. The queries
+        # here are written with the side to build on the right: plan them as written.
+        con.execute(f"SET disabled_optimizers = '{_AS_WRITTEN}'")
+        for name, columns in (("scan", ITEM_COLUMNS), ("new_contents", CONTENT_COLUMNS),
+                              ("unlisted", _UNLISTED), ("names_user", _NAMES), ("names_group", _NAMES)):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
             con.execute(create_table(name, temp=True, columns=columns))
         self.has_history = bool(scalar(
             con, "SELECT count(*) > 0 FROM current_versions"))
+        self.staging = Staging(con, {"walk": ENTRY_SCHEMA, "detail": DETAIL_SCHEMA})
+        self._walked = 0    # entries in the staged walk files
+        self._unlisted = 0  # of which directories that could not be listed
+        con.execute(_file_items())
 
     def warn(self, message: str) -> None:
         """Record a warning in the session (shown by reports and list-sessions)."""
         self.warnings.append(message)
 
-    def add_walk_batch(self, batch: Batch) -> None:
-        """Bulk-load one batch of walked entries."""
-        table = pa.table({name: pa.array(batch[name], _WALK_TYPES[name]) for name in WALK_FIELDS})
-        self.con.register("walk_batch", table)
-        self.con.execute("INSERT INTO walk SELECT * FROM walk_batch")
-        self.con.unregister("walk_batch")
+    def add_walked(self, rows: int, unlisted: int) -> None:
+        """Count a walk file a worker wrote to the staging directory: ``rows`` entries, of
+        which ``unlisted`` are directories that could not be listed."""
+        self._walked += rows
+        self._unlisted += unlisted
 
-    def add_details(self, columns: tuple[list, ...]) -> None:
-        """Bulk-load hash worker results (DETAIL_FIELDS columns)."""
-        table = pa.table({name: pa.array(values, _DETAIL_TYPES[name])
-                          for name, values in zip(DETAIL_FIELDS, columns)})
-        self.con.register("detail_batch", table)
-        self.con.execute("INSERT INTO detail SELECT * EXCLUDE (data), NULL FROM detail_batch")
-        self.con.execute("INSERT INTO new_contents SELECT content, data, octet_length(data) "
-                         "FROM detail_batch WHERE data IS NOT NULL")
-        self.con.unregister("detail_batch")
+    def add_walk_batch(self, table: pa.Table) -> None:
+        """Stage walked entries given as a table (ENTRY_SCHEMA)."""
+        self.staging.write("walk", table)
+        self.add_walked(table.num_rows, table.column("st_mode").null_count)
+
+    def add_details(self, table: pa.Table) -> None:
+        """Stage what reading entries found, given as a table (DETAIL_SCHEMA)."""
+        self.staging.write("detail", table)
+
+    def add_contents(self, table: pa.Table) -> None:
+        """Stage stored texts (a CONTENT_SCHEMA table: digest, data, size)."""
+        self.con.register("content_batch", table)
+        self.con.execute("INSERT INTO new_contents SELECT * FROM content_batch")
+        self.con.unregister("content_batch")
 
     def add_items(self, rows: list[dict]) -> None:
         """Stage non-file items (commands, sysinfo): dicts keyed by ITEM_COLUMNS names."""
@@ -146,8 +180,9 @@ class SessionBuilder:
         """Stage a content blob (stored once per digest)."""
         self.con.execute("INSERT INTO new_contents VALUES (?, ?, ?)", [digest, data, len(data)])
 
-    def tasks_needing_detail(self) -> list[tuple[str, int, int, int]]:
-        """Walked entries whose digest and xattrs cannot be reused from the current version."""
+    def tasks_needing_detail(self) -> pa.Table:
+        """Walked entries whose digest and xattrs cannot be reused from the current version:
+        a table of url, st_mode, inode, device (Arrow: a million of them fit in tens of MB)."""
         # The walk holds st_mode; versions hold the permission bits as mode.
         walked = {c: "(w.st_mode & 4095)" if c == "mode" else f"w.{quote(c)}" for c in self.stat_key}
         reuse = " AND ".join(f"{value} IS NOT DISTINCT FROM v.{quote(c)}"
@@ -157,13 +192,13 @@ class SessionBuilder:
         query = f"""
             SELECT w.url, w.st_mode, w.inode, w.device FROM walk w
             LEFT JOIN current_versions v ON v.url = w.url
-            WHERE w.st_mode IS NOT NULL AND NOT (
+            WHERE w.st_mode IS NOT NULL AND NOT w.detailed AND NOT (
                 v.url IS NOT NULL AND NOT w.force AND v.error IS NULL
                 AND v.type = file_type(w.st_mode)
                 AND (v.hash IS NOT NULL OR file_type(w.st_mode) <> 'file')
                 AND {reuse})
         """
-        return self.con.execute(query).fetchall()
+        return self.con.sql(query).to_arrow_table()
 
     def _resolve_names(self) -> None:
         """Owner and group names, looked up once per id rather than per file."""
@@ -173,64 +208,66 @@ class SessionBuilder:
             table = pa.table({"id": pa.array(ids, pa.int64()),
                               "name": pa.array([lookup(i) for i in ids], pa.string())})
             self.con.register("names_batch", table)
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE names_{kind} AS SELECT * FROM names_batch")
+            self.con.execute(f"INSERT INTO names_{kind} SELECT * FROM names_batch")
             self.con.unregister("names_batch")
 
     def finish_files(self) -> None:
-        """Turn walked entries and worker results into item rows in the scan table."""
-        self.con.execute(_PATCH_DIR_ERRORS)
-        for url, error in self.con.execute(_ORPHAN_DIR_ERRORS).fetchall():
-            self.warn(f"{url}: {error}")
+        """Make the walked entries and what was read of them ready for the merge."""
+        if self._unlisted:
+            self.con.execute("INSERT INTO unlisted SELECT url, error FROM walk WHERE st_mode IS NULL")
+            for url, error in self.con.execute(_ORPHAN_DIR_ERRORS).fetchall():
+                self.warn(f"{url}: {error}")
         self._resolve_names()
-        self.con.execute(_BUILD_FILE_ITEMS)
 
     def commit(self, *, host: str | None = None) -> SessionInfo:
-        """Merge the scan into the versioned items as a new session, in one transaction."""
+        """Merge everything into the versioned items as a new session, in one transaction."""
         con = self.con
         host = host or socket.gethostname()
         session_uuid = str(uuidlib.uuid4())
-        changed = " OR ".join(f"s.{quote(c)} IS DISTINCT FROM v.{quote(c)}" for c in COMPARED)
-        with transaction(con):
-            session_id = scalar(
-                con, "SELECT greatest((SELECT coalesce(max(id), 0) FROM sessions),"
-                " (SELECT coalesce(max(value::INTEGER), 0) FROM meta WHERE key = 'last_session_id')) + 1")
-            con.execute(_VANISHED)
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE changed AS
-                SELECT s.* FROM scan s LEFT JOIN current_versions v ON v.url = s.url
-                WHERE v.url IS NULL OR {changed}""")
-            con.execute("""
-                UPDATE versions SET until = $sid
-                WHERE until IS NULL AND url IN (
-                    SELECT url FROM changed
-                    UNION ALL
-                    SELECT url FROM vanished)
-            """, {"sid": session_id})
-            con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} FROM changed",
-                        {"sid": session_id})
-            con.execute("""
-                INSERT INTO contents SELECT DISTINCT ON (digest) * FROM new_contents n
-                WHERE NOT EXISTS (SELECT 1 FROM contents c WHERE c.digest = n.digest)""")
-            item_count = scalar(con, "SELECT count(*) FROM scan")
-            end_time = datetime.now(timezone.utc)
-            digest, previous = seal(con, session_id, session_uuid, self.chain_key)
-            con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, 'closed', ?, ?, ?)",
-                        [session_id, session_uuid, host, self.start_time, end_time, item_count,
-                         orjson.dumps(self.warnings).decode() if self.warnings else None,
-                         digest, previous])
-            set_meta(con, {"last_session_id": str(session_id)})
-        for name in ("walk", "detail", "scan", "new_contents", "changed", "vanished"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        try:
+            with transaction(con):
+                session_id = scalar(
+                    con, "SELECT greatest((SELECT coalesce(max(id), 0) FROM sessions),"
+                    " (SELECT coalesce(max(value::INTEGER), 0) FROM meta WHERE key = 'last_session_id')) + 1")
+                sid = {"sid": session_id}
+                con.execute(_VANISHED, sid)
+                # New versions first (walked entries straight from the join, no copy),
+                # then close the versions they and the vanished items replace.
+                con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} "
+                            "FROM file_items WHERE NOT unchanged", sid)
+                con.execute("INSERT INTO versions " + _other_changed(), sid)
+                con.execute("""
+                    UPDATE versions SET until = $sid
+                    WHERE until IS NULL AND since < $sid AND url IN (
+                        SELECT url FROM versions WHERE since = $sid
+                        UNION ALL
+                        SELECT url FROM vanished)
+                """, sid)
+                con.execute("""
+                    INSERT INTO contents SELECT DISTINCT ON (digest) * FROM new_contents n
+                    WHERE NOT EXISTS (SELECT 1 FROM contents c WHERE c.digest = n.digest)""")
+                item_count = self._walked - self._unlisted + scalar(con, "SELECT count(*) FROM scan")
+                end_time = datetime.now(timezone.utc)
+                digest, previous = seal(con, session_id, session_uuid, self.chain_key)
+                con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, 'closed', ?, ?, ?)",
+                            [session_id, session_uuid, host, self.start_time, end_time, item_count,
+                             orjson.dumps(self.warnings).decode() if self.warnings else None,
+                             digest, previous])
+                set_meta(con, {"last_session_id": str(session_id)})
+        finally:
+            self._drop()
         return SessionInfo(session_id, session_uuid, host, self.start_time, end_time, item_count,
                            "closed", orjson.dumps(self.warnings).decode() if self.warnings else None,
                            digest)
 
-
-def _column(name: str, arrow_type: pa.DataType):
-    from scanner.schema import Column
-    sql = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.uint64(): "UBIGINT",
-           pa.binary(): "BLOB", pa.bool_(): "BOOLEAN"}[arrow_type]
-    return Column(name, sql, "")
+    def _drop(self) -> None:
+        """Free what the session was built from."""
+        con = self.con
+        con.execute("DROP VIEW IF EXISTS temp.file_items")
+        con.execute("RESET disabled_optimizers")
+        self.staging.remove()
+        for name in ("scan", "new_contents", "vanished", "unlisted", "names_user", "names_group"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 
 def _user_name(uid: int) -> str | None:

@@ -1,29 +1,42 @@
-"""Walk the include globs' base directories with os.scandir and lstat every entry.
+"""Walk directories with os.scandir and lstat every entry: the worker's side of the walk.
 
-The walker only walks: it yields batches of columns (lists, one per field), never one
-object per file, and steers by the globs: a directory is entered only when an include
-may match below it and no exclude covers it. Symlinks are never followed, /proc, /sys,
-/dev and /run are entered only when an include names them, and a directory seen
-twice (a bind mount looping back) is entered once.
+A walk is split into tasks that run in the worker processes (scanner/pool.py hands
+them out): a task walks depth-first from the directories it was given until it has
+gathered ``budget`` entries, then hands back the directories it did not get to, so
+every worker keeps walking a part of the tree. Entries come back as one Arrow table
+per task (WALK_SCHEMA), never one object per file.
+
+The walk steers by the globs: a directory is entered only when an include may match
+below it and no exclude covers it. Symlinks are never followed, /proc, /sys, /dev and
+/run are entered only when an include names them, and a directory that is its own
+ancestor (a bind mount looping back) is not entered again. Like find, that check looks
+at a path's ancestors only, so the result does not depend on which worker got there first.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import pyarrow as pa
 
 from scanner.globs import GlobSet
-from scanner.paths import escape, path_to_url
+from scanner.paths import FILE_SCHEME, escape
 
-#: Columns of a walk batch, in order (the staging table in store.py follows it).
-WALK_FIELDS = ("url", "st_mode", "uid", "gid", "size", "mtime_ns", "ctime_ns", "inode",
-               "device", "nlink", "target", "force", "error")
+#: Columns of a walked entry, in order; the session's staging table follows it.
+WALK_SCHEMA = pa.schema([
+    ("url", pa.string()), ("st_mode", pa.int64()), ("uid", pa.int64()), ("gid", pa.int64()),
+    ("size", pa.int64()), ("mtime_ns", pa.int64()), ("ctime_ns", pa.int64()),
+    ("inode", pa.uint64()), ("device", pa.uint64()), ("nlink", pa.int64()),
+    ("target", pa.string()), ("force", pa.bool_()), ("error", pa.string()),
+])
+WALK_FIELDS = tuple(WALK_SCHEMA.names)
 #: Pseudo-filesystems that are never walked unless an include's base lies inside them.
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev", "/run")
-
-Batch = dict[str, list]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -36,41 +49,70 @@ class WalkSpec:
     one_filesystem: bool = False
 
 
-def walk(spec: WalkSpec, warn: Callable[[str], None], batch_size: int = 16384) -> Iterator[Batch]:
-    """Yield batches of walked entries; problems go to ``warn`` or an entry's ``error``."""
-    walker = _Walker(spec, warn, batch_size)
-    yield from walker.run()
+class Directory(NamedTuple):
+    """A directory still to walk, with what deciding on its subdirectories needs."""
+
+    path: str
+    #: device of the include base it lies under (for one_filesystem)
+    root_dev: int
+    #: (device, inode) of the directory and each of its ancestors, to stop at loops
+    ancestors: tuple[tuple[int, int], ...]
 
 
-class _Walker:
-    def __init__(self, spec: WalkSpec, warn: Callable[[str], None], batch_size: int) -> None:
+class WalkOutput(NamedTuple):
+    """What one walk task found: entry rows, directories left to walk, warnings."""
+
+    rows: list[tuple]
+    pending: list[Directory]
+    warnings: list[str]
+
+
+def walk_table(rows: list[tuple]) -> pa.Table:
+    """Entry rows (tuples in WALK_FIELDS order) as one Arrow table."""
+    columns = list(zip(*rows)) if rows else [()] * len(WALK_FIELDS)
+    return pa.Table.from_arrays([pa.array(column, f.type) for column, f in zip(columns, WALK_SCHEMA)],
+                                schema=WALK_SCHEMA)
+
+
+class Walker:
+    """Walks for one process: the spec is set once, tasks come and go."""
+
+    def __init__(self, spec: WalkSpec) -> None:
         self.spec = spec
-        self.warn = warn
-        self.batch_size = batch_size
-        self.rows: list[tuple] = []
-        self.seen_dirs: set[tuple[int, int]] = set()
         bases = spec.include.bases()
         self.special = tuple(root for root in SPECIAL_ROOTS
                              if not any(b == root or b.startswith(root + "/") for b in bases))
 
-    def run(self) -> Iterator[Batch]:
-        for base in self.spec.include.bases():
+    def bases(self, paths: Iterable[str]) -> WalkOutput:
+        """Start a walk: the include bases themselves, and their directories to enter."""
+        out = WalkOutput([], [], [])
+        for base in paths:
             try:
                 info = os.lstat(base)
             except FileNotFoundError:
-                self.warn(f"include base {base} does not exist")
+                out.warnings.append(f"include base {base} does not exist")
                 continue
             except OSError as error:
-                self.warn(f"include base {base}: {error.strerror}")
+                out.warnings.append(f"include base {base}: {error.strerror}")
                 continue
             if self.spec.include.match(base) and not self.spec.exclude.match(base):
-                self._add(base, info, None)
-            if stat.S_ISDIR(info.st_mode) and self._may_enter(base, info, info.st_dev):
-                yield from self._walk_tree(base, info.st_dev)
-        if self.rows:
-            yield self._take()
+                out.rows.append(self._row(_url(base), base, info, base, None))
+            if stat.S_ISDIR(info.st_mode) and self._may_enter(base, info, info.st_dev, ()):
+                out.pending.append(Directory(base, info.st_dev, ((info.st_dev, info.st_ino),)))
+        return out
 
-    def _may_enter(self, path: str, info: os.stat_result, root_dev: int) -> bool:
+    def walk(self, directories: list[Directory], budget: int) -> WalkOutput:
+        """Walk depth-first from ``directories`` until ``budget`` entries are gathered;
+        the directories not reached yet come back as ``pending``."""
+        out = WalkOutput([], [], [])
+        stack = list(directories)
+        while stack and len(out.rows) < budget:
+            self._list(stack.pop(), stack, out)
+        out.pending.extend(stack)
+        return out
+
+    def _may_enter(self, path: str, info: os.stat_result, root_dev: int,
+                   ancestors: tuple[tuple[int, int], ...]) -> bool:
         spec = self.spec
         if path in self.special:
             return False
@@ -80,58 +122,63 @@ class _Walker:
             return False
         if not spec.include.may_contain(path):
             return False
-        key = (info.st_dev, info.st_ino)
-        if key in self.seen_dirs:
-            return False
-        self.seen_dirs.add(key)
-        return True
+        return (info.st_dev, info.st_ino) not in ancestors
 
-    def _walk_tree(self, base: str, root_dev: int) -> Iterator[Batch]:
+    def _list(self, directory: Directory, stack: list[Directory], out: WalkOutput) -> None:
         include, exclude = self.spec.include, self.spec.exclude
-        stack = [base]
-        while stack:
-            directory = stack.pop()
-            all_included = include.covers(directory)
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        path = entry.path
-                        try:
-                            info = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue  # vanished between readdir and lstat
-                        if stat.S_ISDIR(info.st_mode) and self._may_enter(path, info, root_dev):
-                            stack.append(path)
-                        if (all_included or include.match(path)) and not exclude.match(path):
-                            self._add(path, info, None)
-                            if len(self.rows) >= self.batch_size:
-                                yield self._take()
-            except OSError as error:
-                # Unreadable directory: its own item (added by its parent) gets the error.
-                self._add_error(directory, error)
+        path, root_dev, ancestors = directory
+        all_included = include.covers(path)
+        prefix = path if path.endswith("/") else path + "/"
+        url_prefix = _url(prefix)
+        rows = out.rows
+        try:
+            # Names are looked up relative to the open directory (fstatat, readlinkat):
+            # cheaper than resolving every full path, and a directory swapped for a
+            # symlink meanwhile is not followed (O_NOFOLLOW).
+            fd = os.open(path, _DIR_FLAGS)
+        except OSError as error:
+            rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+            return
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    full = prefix + name
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # vanished between readdir and lstat
+                    mode = info.st_mode
+                    if stat.S_ISDIR(mode) and self._may_enter(full, info, root_dev, ancestors):
+                        stack.append(Directory(full, root_dev, ancestors + ((info.st_dev, info.st_ino),)))
+                    if (all_included or include.match(full)) and not exclude.match(full):
+                        url = url_prefix + (name if name.isprintable() and "\\" not in name
+                                            else escape(name))
+                        rows.append(self._row(url, full, info, name, fd))
+        except OSError as error:
+            # Unreadable directory: its own item (added by its parent) gets the error.
+            rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+        finally:
+            os.close(fd)
 
-    def _add(self, path: str, info: os.stat_result, error: str | None) -> None:
-        # One tuple per entry, transposed per batch: cheaper than 13 list appends.
-        target = None
+    def _row(self, url: str, path: str, info: os.stat_result, name: str, dir_fd: int | None) -> tuple:
+        target = error = None
         if stat.S_ISLNK(info.st_mode):
             try:
-                target = os.readlink(path)
+                target = os.readlink(name, dir_fd=dir_fd)
                 target = target if target.isprintable() and "\\" not in target else escape(target)
             except OSError as failure:
                 error = f"readlink: {failure.strerror}"
-        spec = self.spec
-        self.rows.append((
-            path_to_url(path), info.st_mode, info.st_uid, info.st_gid, info.st_size,
-            info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev, info.st_nlink, target,
-            bool(spec.assume_change) and spec.assume_change.match(path), error))
+        force = self.spec.assume_change
+        return (url, info.st_mode, info.st_uid, info.st_gid, info.st_size, info.st_mtime_ns,
+                info.st_ctime_ns, info.st_ino, info.st_dev, info.st_nlink, target,
+                bool(force) and force.match(path), error)
 
-    def _add_error(self, directory: str, error: OSError) -> None:
-        """Record an unreadable directory as a row carrying only the url and the error."""
-        self.rows.append((path_to_url(directory),) + (None,) * (len(WALK_FIELDS) - 2)
-                         + (f"cannot list directory: {error.strerror or error}",))
 
-    def _take(self) -> Batch:
-        """The rows gathered so far as a batch of columns."""
-        batch = dict(zip(WALK_FIELDS, map(list, zip(*self.rows))))
-        self.rows = []
-        return batch
+def _url(path: str) -> str:
+    return FILE_SCHEME + (path if path.isprintable() and "\\" not in path else escape(path))
+
+
+def _error_row(url: str, error: OSError) -> tuple:
+    """A row carrying only the url and the error: patched onto the directory's own row."""
+    return (url,) + (None,) * (len(WALK_FIELDS) - 2) + (f"cannot list directory: {error.strerror or error}",)

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import signal
+import sys
 import subprocess
 import time
 
@@ -287,3 +288,41 @@ def test_stat_key_of_mode_alone_still_reuses_digests(host):
         "assume_nochange = mtime, ctime, size, device, inode", "assume_nochange = mode"))
     host.run("collect")
     assert "0 read" in host.run("collect").stdout
+
+
+def test_tree_walked_in_parallel_tasks_is_exactly_the_tree(host):
+    """Enough entries that the walk is split into many worker tasks: every entry is an item
+    once, with the digest of its bytes, in the first (read while walking) and a later session."""
+    make_tree(host.tree, {f"d{d}": {f"e{e}": {f"f{f}": f"{d}/{e}/{f}\n" for f in range(60)}
+                                     for e in range(8)} for d in range(25)}
+              | {"loose.txt": "x\n", "ln": Symlink("d0")})
+    expected = {f"file://{host.tree}/{path.relative_to(host.tree)}"
+                for path in host.tree.rglob("*")}
+    assert len(expected) > 12_000  # more than a walk task's share, so the tree is split
+    for _ in range(2):
+        host.run("collect")
+        rows = export_rows(host)
+        assert set(rows) == expected
+        assert rows[f"file://{host.tree}/d24/e7/f59"]["hash"] == blake3.blake3(b"24/7/59\n").hexdigest()
+        assert rows[f"file://{host.tree}/ln"]["type"] == "symlink"
+    # The second session found nothing new: no version was added.
+    assert host.query("SELECT count(*) FROM versions") == [(len(expected),)]
+    # The staged scan data is gone once the session is stored.
+    assert sorted(p.name for p in host.storage.iterdir()) == ["db.duckdb", "lock"]
+
+
+def test_workers_do_not_run_the_main_script_again(host, tmp_path):
+    """multiprocessing would have each worker import the main script; ours must not, or a
+    script gone missing during an upgrade would make the pool restart workers forever."""
+    make_tree(host.tree, {"a": "1", "b": {"c": "2"}})
+    marker = tmp_path / "imported"
+    script = tmp_path / "entry.py"
+    script.write_text("import sys\n"
+                      f"open({str(marker)!r}, 'a').write('x')\n"
+                      "from scanner.cli import main\n"
+                      "if __name__ == '__main__':\n"
+                      "    sys.exit(main())\n")
+    done = subprocess.run([sys.executable, str(script), "-c", str(host.confdir), "collect"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "x"

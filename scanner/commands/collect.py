@@ -10,6 +10,7 @@ from scanner.collect import CollectResult, Progress, collect
 from scanner.commands.context import Command, Context
 from scanner.errors import ExitCode
 from scanner.logsetup import LOGGER
+from scanner.pool import prestart
 from scanner.retention import reset
 from scanner.store import list_sessions
 from scanner.timefmt import local_time
@@ -48,6 +49,7 @@ def run_collect(context: Context) -> int:
     the enabled collectors and stores everything as one session. Prints
     "session <uuid> saved" and counts.
     """
+    prestart()  # the workers warm up while the database opens
     with context.writing() as con:
         collect_session(context, con)
     return ExitCode.OK
@@ -58,6 +60,7 @@ def run_reset(context: Context) -> int:
 
     Reports are kept.
     """
+    prestart()
     with context.writing() as con:
         dropped = reset(con)
         context.say(f"dropped {dropped} sessions")

@@ -19,6 +19,7 @@ from scanner.commands.mail import mail_queue
 from scanner.commands.sessions import retention_settings
 from scanner.config import Config
 from scanner.errors import ExitCode
+from scanner.pool import prestart
 from scanner.retention import cleanup
 from scanner.store import SessionInfo, find_session, scalar, select_sessions
 from scanner.timefmt import local_time
@@ -131,6 +132,7 @@ def run_run(context: Context) -> int:
     fmt = report_format(context.args)
     session_keep, report_keep = retention_settings(context)
     settings = diff_settings(context.config)  # a bad setting fails before the long scan
+    prestart()  # the workers warm up while the database opens
     with context.writing() as con:
         previous = scalar(con, "SELECT uuid FROM sessions ORDER BY id DESC LIMIT 1")
         result = collect(context.config, con, paranoid=context.args.paranoid)

@@ -1,0 +1,101 @@
+"""What a worker process runs: walk tasks, and hash tasks for the files to read.
+
+The parent (scanner/pool.py) starts the workers from a forkserver that has imported
+this module, so each worker starts clean (no DuckDB threads) and already warm. A task
+writes what it found to a Parquet file in the staging directory (scanner/staging.py)
+and returns its name: building and encoding the rows here, in parallel, keeps the
+parent free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from scanner import hasher
+from scanner.hasher import DETAIL_SCHEMA
+from scanner.staging import write_table
+from scanner.walk import WALK_SCHEMA, Directory, Walker, WalkOutput, WalkSpec, walk_table
+
+#: A walk task's table: the walked entry and, when the task also read it, what reading
+#: found (the DETAIL_SCHEMA columns as ``d_*``; ``detailed`` tells which rows have them).
+#: One row per entry: no second copy of the url, and no join to put them together.
+ENTRY_SCHEMA = pa.schema(list(WALK_SCHEMA) + [pa.field("d_" + f.name, f.type) for f in DETAIL_SCHEMA][1:]
+                         + [pa.field("detailed", pa.bool_())])
+_walker: Walker | None = None
+_staging = ""
+
+
+class TaskResult(NamedTuple):
+    """What a task sends back to the parent: file names and counts, not the rows."""
+
+    walk_file: str | None        # ENTRY_SCHEMA rows, in the staging directory
+    detail_file: str | None      # DETAIL_SCHEMA rows (hash tasks)
+    contents: pa.Table | None    # CONTENT_SCHEMA: texts to store, if any (few)
+    pending: list[Directory]
+    warnings: list[str]
+    walked: int                  # rows in walk_file
+    unlisted: int                # of which directories that could not be listed
+    read: int                    # entries read (hashed, or their xattrs read)
+    bytes_hashed: int
+
+
+def init_worker(options: dict[str, Any], spec: WalkSpec | None) -> None:
+    """Pool initializer: keep the hashing options, the staging directory and the walk
+    spec for every later task."""
+    global _walker, _staging
+    hasher.init_worker(options)
+    _staging = options["staging"]
+    _walker = Walker(spec) if spec is not None else None
+
+
+def bases_task(paths: list[str], with_details: bool) -> TaskResult:
+    """The include bases themselves, and the directories below them to walk."""
+    assert _walker is not None
+    return _finish(_walker.bases(paths), with_details)
+
+
+def walk_task(directories: list[Directory], budget: int, with_details: bool) -> TaskResult:
+    """Walk about ``budget`` entries from ``directories``; with_details also reads each
+    entry found (a first session, or --paranoid: everything is read anyway)."""
+    assert _walker is not None
+    return _finish(_walker.walk(directories, budget), with_details)
+
+
+def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
+    """Digests and xattrs of (url, st_mode, inode, device) entries."""
+    columns = hasher.detail_batch(tasks)
+    detail, contents = hasher.detail_tables(columns)
+    return TaskResult(None, write_table(_staging, "detail", detail), contents, [], [], 0, 0,
+                      len(tasks), hasher.bytes_hashed(columns))
+
+
+def entry_table(rows: list[tuple], details: tuple[list, ...] | None) -> pa.Table:
+    """Walk rows, and ``detail_batch`` columns aligned with them (or None), as ENTRY_SCHEMA."""
+    table = walk_table(rows)
+    count = len(rows)
+    if details is None:
+        extra = [pa.nulls(count, f.type) for f in ENTRY_SCHEMA][len(WALK_SCHEMA):-1]
+        flags = [False] * count
+    else:
+        extra = [pa.array(values, f.type) for values, f in zip(details[1:], list(DETAIL_SCHEMA)[1:])]
+        flags = [row[1] is not None for row in rows]
+    return pa.Table.from_arrays(table.columns + extra + [pa.array(flags, pa.bool_())], schema=ENTRY_SCHEMA)
+
+
+def _finish(out: WalkOutput, with_details: bool) -> TaskResult:
+    rows = out.rows
+    unlisted = sum(row[1] is None for row in rows)
+    if not rows:
+        return TaskResult(None, None, None, out.pending, out.warnings, 0, 0, 0, 0)
+    if not with_details:
+        return TaskResult(write_table(_staging, "walk", entry_table(rows, None)), None, None,
+                          out.pending, out.warnings, len(rows), unlisted, 0, 0)
+    # Error rows (an unreadable directory) have no mode and nothing to read: their task is
+    # None, so the columns stay aligned with the rows.
+    columns = hasher.detail_batch([(row[0], row[1], row[7], row[8]) if row[1] is not None else None
+                                   for row in rows])
+    return TaskResult(write_table(_staging, "walk", entry_table(rows, columns)), None,
+                      hasher.content_table(columns[7], columns[9]), out.pending, out.warnings,
+                      len(rows), unlisted, len(rows) - unlisted, hasher.bytes_hashed(columns))
