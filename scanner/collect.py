@@ -29,8 +29,9 @@ class Progress:
 
     walked: int = 0
     detailed: int = 0
-    queued: int = 0
+    queued: int = 0         # files to read after the walk (0 while walking)
     bytes_hashed: int = 0
+    expected: int = 0       # items in the last session: about what the walk will find
 
 
 @dataclass
@@ -56,7 +57,8 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
     reselect = scalar(con, "SELECT value FROM meta WHERE key = ?", [SELECTOR_KEY]) != fingerprint
     builder = SessionBuilder(con, stat_key=settings.stat_key if settings else (),
                              paranoid=paranoid or reselect, chain_key=chain_key(config))
-    progress = Progress()
+    # The last session's size: what the walk will likely find, for an ETA.
+    progress = Progress(expected=scalar(con, "SELECT item_count FROM sessions ORDER BY id DESC LIMIT 1") or 0)
     if settings is not None:
         _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
     elif config.enabled("conffile"):

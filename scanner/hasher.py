@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections import deque
 from typing import Any
 
 import blake3
@@ -101,8 +102,7 @@ def xattrs_json(target: int | str, *, follow: bool = False) -> str | None:
     return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode() if found else None
 
 
-def _detail_file(path: str, inode: int, device: int, flags: int) -> tuple:
-    fd = os.open(path, flags)
+def _detail_file(path: str, fd: int, inode: int, device: int) -> tuple:
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode) or before.st_ino != inode or before.st_dev != device:
@@ -140,7 +140,8 @@ def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, .
     if _options["noatime"]:
         flags |= os.O_NOATIME
     columns: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
-    for task in tasks:
+    ahead = _ReadAhead(tasks, flags)
+    for task, opened in ahead:
         if task is None:  # a placeholder that keeps the caller's rows aligned
             for column in columns:
                 column.append(None)
@@ -148,8 +149,10 @@ def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, .
         url, mode, inode, device = task
         path = url_to_path(url)
         try:
-            if stat.S_ISREG(mode):
-                row = _detail_file(path, inode, device, flags)
+            if isinstance(opened, OSError):
+                raise opened
+            if opened is not None:
+                row = _detail_file(path, opened, inode, device)
             else:
                 # FIFOs, sockets and devices are never opened: their xattrs are read by path.
                 row = (None, xattrs_json(path)) + _NOTHING[2:]
@@ -159,6 +162,54 @@ def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, .
         for column, value in zip(columns[1:], row):
             column.append(value)
     return columns
+
+
+class _ReadAhead:
+    """Yields (task, fd, an OSError, or None when not a regular file), having opened the
+    next WINDOW regular files and asked the kernel to start reading them.
+
+    On a cold cache the number of reads in flight decides the speed (PERF.md: 8 readers
+    took half the time of 2), and a worker reads one file at a time: the hints keep a
+    window of files loading meanwhile. Warm, a hint costs one cheap system call.
+    """
+
+    WINDOW = 16
+    #: Bytes hinted per file: enough for the small files that dominate; a big file is
+    #: read at the disk's pace anyway, and hinting all of it could evict the window.
+    HINT = 1 << 20
+
+    def __init__(self, tasks: list, flags: int) -> None:
+        self.tasks = iter(tasks)
+        self.flags = flags
+        self.window: deque = deque()
+
+    def __iter__(self):
+        try:
+            self._fill()
+            while self.window:
+                yield self.window.popleft()
+                self._fill()
+        finally:
+            for _, opened in self.window:
+                if isinstance(opened, int):
+                    os.close(opened)
+
+    def _fill(self) -> None:
+        while len(self.window) < self.WINDOW:
+            task = next(self.tasks, _END)
+            if task is _END:
+                return
+            opened: int | OSError | None = None
+            if task is not None and stat.S_ISREG(task[1]):
+                try:
+                    opened = os.open(url_to_path(task[0]), self.flags)
+                    os.posix_fadvise(opened, 0, self.HINT, os.POSIX_FADV_WILLNEED)
+                except OSError as error:
+                    opened = error if not isinstance(opened, int) else opened
+            self.window.append((task, opened))
+
+
+_END = object()
 
 
 def detail_tables(columns: tuple[list, ...]) -> tuple[pa.Table, pa.Table | None]:

@@ -18,12 +18,15 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.errors import StorageError
+
+if TYPE_CHECKING:  # the workers import this module, and need no DuckDB
+    import duckdb
 
 #: Subdirectory of the storage directory.
 STAGING_DIR = "staging"

@@ -326,3 +326,36 @@ def test_workers_do_not_run_the_main_script_again(host, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "x"
+
+
+def _collect_on_a_terminal(host, *args: str) -> str:
+    """Run collect with stderr on a pseudo-terminal; return what the terminal showed."""
+    import pty
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([*SYSCHANGEMON, "-c", str(host.confdir), *args, "collect"],
+                              stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+        assert done.returncode == 0
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+        return shown.decode()
+    finally:
+        os.close(controller)
+
+
+def test_progress_line_on_a_terminal_with_eta_and_silent_when_quiet(host):
+    make_tree(host.tree, {f"d{d}": {f"f{f}": "x" * f for f in range(50)} for d in range(20)})
+    first = _collect_on_a_terminal(host)
+    assert "walked " in first and " MB at " in first and "\x1b[K" in first
+    # Later sessions know about how many entries to expect: the line gives a time left.
+    second = _collect_on_a_terminal(host)
+    assert "left" in second, second
+    assert _collect_on_a_terminal(host, "--quiet") == ""

@@ -129,6 +129,31 @@ def test_file_replaced_or_deleted_between_walk_and_hash(tmp_path):
     assert columns[1] == [None, None, None]
 
 
+def test_read_ahead_window_keeps_order_and_closes_every_file(tmp_path):
+    """Files are opened a window ahead of hashing; results stay in task order, files that
+    vanish inside the window are errors, and no descriptor outlives the batch."""
+    init_worker({"noatime": False, "algorithm": "blake3", "content": None})
+    tasks = []
+    for index in range(200):
+        path = tmp_path / f"f{index}"
+        path.write_text(f"file {index}\n")
+        info = os.lstat(path)
+        tasks.append((path_to_url(str(path)), info.st_mode, info.st_ino, info.st_dev))
+    for index in range(0, 200, 7):
+        os.unlink(tmp_path / f"f{index}")
+    before = len(os.listdir("/proc/self/fd"))
+    columns = detail_batch(tasks + [None])
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert columns[0] == [task[0] for task in tasks] + [None]
+    for index, (digest, error) in enumerate(zip(columns[1], columns[3])):
+        if index == 200:
+            assert (digest, error) == (None, None)
+        elif index % 7 == 0:
+            assert (digest, error) == (None, "vanished during scan")
+        else:
+            assert (digest, error) == (blake3.blake3(f"file {index}\n".encode()).digest(), None)
+
+
 def test_file_growing_while_hashed_is_flagged(tmp_path):
     init_worker({"noatime": False, "algorithm": "blake3", "content": None})
     path = tmp_path / "growing"

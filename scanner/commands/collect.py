@@ -72,27 +72,48 @@ def run_reset(context: Context) -> int:
 
 
 class _ProgressLine:
-    """files walked, files read, bytes hashed and rate, redrawn on one terminal line."""
+    """Entries walked, files read, bytes hashed, rate and ETA, redrawn on one terminal line."""
 
     def __init__(self, context: Context) -> None:
         self.stream = context.stderr
         self.started = time.monotonic()
+        self.phase_start: tuple[float, int] | None = None  # (when, files read) when reading began
         self.last = 0.0
 
     def update(self, progress: Progress) -> None:
         now = time.monotonic()
-        if now - self.last < 0.2:
+        if now - self.last < 0.2 or not progress.walked:
             return
         self.last = now
-        rate = progress.bytes_hashed / max(now - self.started, 1e-6) / 1e6
-        done = f"{progress.detailed}/{progress.queued}" if progress.queued else "0"
-        self.stream.write(f"\r\x1b[Kwalked {progress.walked} entries, read {done} files, "
-                          f"{progress.bytes_hashed / 1e6:.0f} MB at {rate:.0f} MB/s")
+        elapsed = max(now - self.started, 1e-6)
+        rate = progress.bytes_hashed / elapsed / 1e6
+        line = f"walked {progress.walked} entries, read {progress.detailed}"
+        eta = None
+        if progress.queued:
+            # Reading what changed: the remaining files at the rate of this phase.
+            if self.phase_start is None:
+                self.phase_start = (now, progress.detailed)
+            line += f"/{progress.queued}"
+            since, done = self.phase_start
+            if progress.detailed > done and now > since:
+                eta = (progress.queued - progress.detailed) / ((progress.detailed - done) / (now - since))
+        elif progress.expected and progress.walked:
+            # Walking: about as many entries as the last session held.
+            eta = max(progress.expected - progress.walked, 0) / (progress.walked / elapsed)
+        line += f" files, {progress.bytes_hashed / 1e6:.0f} MB at {rate:.0f} MB/s"
+        if eta is not None:
+            line += f", about {_duration(eta)} left"
+        self.stream.write("\r\x1b[K" + line)
         self.stream.flush()
 
     def clear(self) -> None:
         self.stream.write("\r\x1b[K")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 COLLECT = Command("collect", run_collect, add_collect_arguments)
