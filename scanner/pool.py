@@ -3,7 +3,8 @@
 The walk is split by directory: a task walks about ``budget`` entries and returns the
 directories it did not reach, which go back into the queue, so both (all) cores walk
 until the tree is done. One process cannot lstat fast enough to keep up with find;
-two can, and the parent meanwhile only loads finished Arrow tables into DuckDB.
+two can. Results come back as Parquet files (scanner/staging.py), so the parent only
+counts them and decides what to hand out next.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import sys
-from multiprocessing import forkserver
 from collections import deque
-from contextlib import contextmanager
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import forkserver
 from typing import Any
 
 import pyarrow as pa
 
 from scanner import worker
+from scanner.errors import SysChangeMonError
 from scanner.walk import Directory, WalkSpec
 from scanner.worker import TaskResult
 
@@ -68,12 +72,21 @@ def _main_script_hidden() -> Iterator[None]:
             main.__file__ = path
 
 
+class WorkerError(SysChangeMonError):
+    """A worker process died (killed, out of memory): the session cannot be complete."""
+
+
 class WorkerPool:
-    """A pool of worker processes, started on first use (or by ``start``)."""
+    """A pool of worker processes, started on first use (or by ``start``).
+
+    concurrent.futures rather than multiprocessing.Pool: when a worker dies (the OOM
+    killer, a crash in a library) the pending tasks fail at once, where Pool would start
+    a new worker and leave the lost task's caller waiting forever, holding the run lock.
+    """
 
     def __init__(self, workers: int, options: dict[str, Any], spec: WalkSpec | None) -> None:
         self.workers, self.options, self.spec = workers, options, spec
-        self.pool = None
+        self.pool: ProcessPoolExecutor | None = None
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.in_flight = 0
 
@@ -81,17 +94,22 @@ class WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.terminate() if exc[0] else self.pool.close()
-            self.pool.join()
+        if self.pool is None:
+            return
+        if exc[0] is not None:
+            # Failing or interrupted: what the workers are doing is thrown away anyway.
+            # (The executor has no public way to stop its workers before Python 3.14.)
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def start(self) -> None:
         """Start the workers now (else the first task does)."""
         if self.pool is None:
-            context = prestart()
-            with _main_script_hidden():
-                self.pool = context.Pool(self.workers, initializer=worker.init_worker,
-                                         initargs=(self.options, self.spec))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=prestart(),
+                                            initializer=worker.init_worker,
+                                            initargs=(self.options, self.spec))
 
     def walk(self, bases: list[str], *, with_details: bool) -> Iterator[TaskResult]:
         """Walk the tree below ``bases``; yields each task's result as it arrives."""
@@ -101,6 +119,8 @@ class WorkerPool:
         while self.in_flight:
             result = self._next()
             todo.extend(result.pending)
+            for start in range(0, len(result.unread), CHUNK):
+                self._submit(worker.detail_task, (result.unread[start:start + CHUNK],))
             yield result
             while todo and self.in_flight < 2 * self.workers:
                 # Split what is left between the free slots; take from the end (depth-first).
@@ -123,13 +143,17 @@ class WorkerPool:
 
     def _submit(self, function, args: tuple) -> None:
         self.start()
-        self.pool.apply_async(function, args, callback=self.results.put,
-                              error_callback=self.results.put)
+        assert self.pool is not None
+        with _main_script_hidden():  # workers are started on demand, by a submit
+            future = self.pool.submit(function, *args)
+        future.add_done_callback(self.results.put)
         self.in_flight += 1
 
     def _next(self) -> TaskResult:
-        result = self.results.get()
+        future = self.results.get()
         self.in_flight -= 1
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise WorkerError("a worker process died (killed, or out of memory?); "
+                              "nothing of this run was stored") from None

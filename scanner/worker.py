@@ -39,6 +39,7 @@ class TaskResult(NamedTuple):
     unlisted: int                # of which directories that could not be listed
     read: int                    # entries read (hashed, or their xattrs read)
     bytes_hashed: int
+    unread: list = []            # (url, st_mode, inode, device) walked but left to hash tasks
 
 
 def init_worker(options: dict[str, Any], spec: WalkSpec | None) -> None:
@@ -53,14 +54,14 @@ def init_worker(options: dict[str, Any], spec: WalkSpec | None) -> None:
 def bases_task(paths: list[str], with_details: bool) -> TaskResult:
     """The include bases themselves, and the directories below them to walk."""
     assert _walker is not None
-    return _finish(_walker.bases(paths), with_details)
+    return _finish(_walker.bases(paths), with_details, len(paths))
 
 
 def walk_task(directories: list[Directory], budget: int, with_details: bool) -> TaskResult:
     """Walk about ``budget`` entries from ``directories``; with_details also reads each
     entry found (a first session, or --paranoid: everything is read anyway)."""
     assert _walker is not None
-    return _finish(_walker.walk(directories, budget), with_details)
+    return _finish(_walker.walk(directories, budget), with_details, budget)
 
 
 def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
@@ -71,20 +72,21 @@ def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
                       len(tasks), hasher.bytes_hashed(columns))
 
 
-def entry_table(rows: list[tuple], details: tuple[list, ...] | None) -> pa.Table:
-    """Walk rows, and ``detail_batch`` columns aligned with them (or None), as ENTRY_SCHEMA."""
+def entry_table(rows: list[tuple], details: tuple[list, ...] | None,
+                detailed: list[bool] | None = None) -> pa.Table:
+    """Walk rows, and ``detail_batch`` columns aligned with them (or None), as ENTRY_SCHEMA;
+    ``detailed`` tells which rows the columns hold results for."""
     table = walk_table(rows)
     count = len(rows)
     if details is None:
         extra = [pa.nulls(count, f.type) for f in ENTRY_SCHEMA][len(WALK_SCHEMA):-1]
-        flags = [False] * count
+        detailed = [False] * count
     else:
         extra = [pa.array(values, f.type) for values, f in zip(details[1:], list(DETAIL_SCHEMA)[1:])]
-        flags = [row[1] is not None for row in rows]
-    return pa.Table.from_arrays(table.columns + extra + [pa.array(flags, pa.bool_())], schema=ENTRY_SCHEMA)
+    return pa.Table.from_arrays(table.columns + extra + [pa.array(detailed, pa.bool_())], schema=ENTRY_SCHEMA)
 
 
-def _finish(out: WalkOutput, with_details: bool) -> TaskResult:
+def _finish(out: WalkOutput, with_details: bool, budget: int) -> TaskResult:
     rows = out.rows
     unlisted = sum(row[1] is None for row in rows)
     if not rows:
@@ -92,10 +94,21 @@ def _finish(out: WalkOutput, with_details: bool) -> TaskResult:
     if not with_details:
         return TaskResult(write_table(_staging, "walk", entry_table(rows, None)), None, None,
                           out.pending, out.warnings, len(rows), unlisted, 0, 0)
-    # Error rows (an unreadable directory) have no mode and nothing to read: their task is
-    # None, so the columns stay aligned with the rows.
-    columns = hasher.detail_batch([(row[0], row[1], row[7], row[8]) if row[1] is not None else None
-                                   for row in rows])
-    return TaskResult(write_table(_staging, "walk", entry_table(rows, columns)), None,
+    # Read what was walked, up to the budget: a directory is listed by one task however
+    # big it is, and the entries beyond the budget go back to be read by every worker.
+    # Error rows (an unreadable directory) have no mode and nothing to read.
+    detailed = [row[1] is not None for row in rows]
+    unread = []
+    for index in [i for i, flag in enumerate(detailed) if flag][budget:]:
+        detailed[index] = False
+        unread.append(_task(rows[index]))
+    columns = hasher.detail_batch([_task(row) if flag else None for row, flag in zip(rows, detailed)])
+    return TaskResult(write_table(_staging, "walk", entry_table(rows, columns, detailed)), None,
                       hasher.content_table(columns[7], columns[9]), out.pending, out.warnings,
-                      len(rows), unlisted, len(rows) - unlisted, hasher.bytes_hashed(columns))
+                      len(rows), unlisted, len(rows) - unlisted - len(unread),
+                      hasher.bytes_hashed(columns), unread)
+
+
+def _task(row: tuple) -> tuple[str, int, int, int]:
+    """The (url, st_mode, inode, device) a hash task needs of a walk row."""
+    return row[0], row[1], row[7], row[8]

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import SYSCHANGEMON, make_tree
 
 COMMANDS = [["collect", "--paranoid"], ["diff"], ["cleanup"], ["run"], ["email-report"]]
@@ -47,3 +49,53 @@ def test_fifty_kills_leave_history_intact_and_the_next_run_succeeds(host):
         host.run("verify")
     assert host.run("run", expect=None).returncode in (0, 1)
     host.run("verify")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (children first), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
+    """The OOM killer taking a worker must not leave collect waiting forever (holding the
+    lock): it fails with one line, and the next run works."""
+    make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(32768) for i in range(400)} for d in range(25)})
+    host.run("collect")
+    run = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect", "--paranoid"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline and not workers:
+        # The forkserver is a child of collect; the workers are its children.
+        workers = [pid for pid in _descendants(run.pid) if pid not in _children_of(run.pid)]
+        time.sleep(0.01)
+    assert workers, "no worker process seen"
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = run.communicate(timeout=60)
+    if run.returncode == 0:
+        pytest.skip("the run finished before the worker was killed")
+    assert run.returncode == 70, err
+    assert "a worker process died" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert host.query("SELECT count(*) FROM sessions") == [(1,)]
+    host.run("collect")
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
