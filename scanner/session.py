@@ -214,7 +214,7 @@ class SessionBuilder:
     def finish_files(self) -> None:
         """Make the walked entries and what was read of them ready for the merge."""
         if self._unlisted:
-            self.con.execute("INSERT INTO unlisted SELECT url, error FROM walk WHERE st_mode IS NULL")
+            self.con.execute("INSERT INTO unlisted SELECT url, min(error) FROM walk WHERE st_mode IS NULL GROUP BY url")
             for url, error in self.con.execute(_ORPHAN_DIR_ERRORS).fetchall():
                 self.warn(f"{url}: {error}")
         self._resolve_names()

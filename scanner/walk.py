@@ -3,8 +3,10 @@
 A walk is split into tasks that run in the worker processes (scanner/pool.py hands
 them out): a task walks depth-first from the directories it was given until it has
 gathered ``budget`` entries, then hands back the directories it did not get to, so
-every worker keeps walking a part of the tree. Entries come back as one Arrow table
-per task (WALK_SCHEMA), never one object per file.
+every worker keeps walking a part of the tree. A directory of more than SHARE entries
+is listed by one task and its lstat calls are handed on in shares, so one huge
+directory is walked by every worker too. Entries come back as rows that the worker
+turns into one Arrow table per task (WALK_SCHEMA), never one object per file.
 
 The walk steers by the globs: a directory is entered only when an include may match
 below it and no exclude covers it. Symlinks are never followed, /proc, /sys, /dev and
@@ -36,6 +38,8 @@ WALK_SCHEMA = pa.schema([
 WALK_FIELDS = tuple(WALK_SCHEMA.names)
 #: Pseudo-filesystems that are never walked unless an include's base lies inside them.
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev", "/run")
+#: Names of one directory lstat-ed by one task; the rest are handed on (see _list).
+SHARE = 2048
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -57,6 +61,8 @@ class Directory(NamedTuple):
     root_dev: int
     #: (device, inode) of the directory and each of its ancestors, to stop at loops
     ancestors: tuple[tuple[int, int], ...]
+    #: a share of its names to lstat, when it was listed already (a big directory)
+    names: tuple[str, ...] | None = None
 
 
 class WalkOutput(NamedTuple):
@@ -126,7 +132,7 @@ class Walker:
 
     def _list(self, directory: Directory, stack: list[Directory], out: WalkOutput) -> None:
         include, exclude = self.spec.include, self.spec.exclude
-        path, root_dev, ancestors = directory
+        path, root_dev, ancestors, names = directory
         all_included = include.covers(path)
         prefix = path if path.endswith("/") else path + "/"
         url_prefix = _url(prefix)
@@ -137,27 +143,34 @@ class Walker:
             # symlink meanwhile is not followed (O_NOFOLLOW).
             fd = os.open(path, _DIR_FLAGS)
         except OSError as error:
-            rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+            if names is None:  # a share of names: the listing task reported the directory
+                rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
             return
         try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    full = prefix + name
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue  # vanished between readdir and lstat
-                    mode = info.st_mode
-                    if stat.S_ISDIR(mode) and self._may_enter(full, info, root_dev, ancestors):
-                        stack.append(Directory(full, root_dev, ancestors + ((info.st_dev, info.st_ino),)))
-                    if (all_included or include.match(full)) and not exclude.match(full):
-                        url = url_prefix + (name if name.isprintable() and "\\" not in name
-                                            else escape(name))
-                        rows.append(self._row(url, full, info, name, fd))
-        except OSError as error:
-            # Unreadable directory: its own item (added by its parent) gets the error.
-            rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+            if names is None:
+                try:
+                    with os.scandir(fd) as entries:
+                        names = [entry.name for entry in entries]
+                except OSError as error:
+                    # Unreadable directory: its own item (added by its parent) gets the error.
+                    rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+                    return
+                # One task lists a directory however big; the lstat calls, which cost
+                # the time, are shared out: a big directory is as quick as many small ones.
+                for start in range(SHARE, len(names), SHARE):
+                    stack.append(directory._replace(names=tuple(names[start:start + SHARE])))
+                del names[SHARE:]
+            for name in names:
+                full = prefix + name
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue  # vanished between readdir and lstat
+                if stat.S_ISDIR(info.st_mode) and self._may_enter(full, info, root_dev, ancestors):
+                    stack.append(Directory(full, root_dev, ancestors + ((info.st_dev, info.st_ino),)))
+                if (all_included or include.match(full)) and not exclude.match(full):
+                    url = url_prefix + (name if name.isprintable() and "\\" not in name else escape(name))
+                    rows.append(self._row(url, full, info, name, fd))
         finally:
             os.close(fd)
 

@@ -295,16 +295,19 @@ def test_tree_walked_in_parallel_tasks_is_exactly_the_tree(host):
     once, with the digest of its bytes, in the first (read while walking) and a later session."""
     make_tree(host.tree, {f"d{d}": {f"e{e}": {f"f{f}": f"{d}/{e}/{f}\n" for f in range(60)}
                                      for e in range(8)} for d in range(25)}
-              | {"loose.txt": "x\n", "ln": Symlink("d0")})
+              | {"loose.txt": "x\n", "ln": Symlink("d0"),
+                 # One directory bigger than a task's share of names: its lstat calls are split.
+                 "wide": {f"w{i}": f"{i}\n" for i in range(5000)} | {"sub": {"deep": "d\n"}}})
     expected = {f"file://{host.tree}/{path.relative_to(host.tree)}"
                 for path in host.tree.rglob("*")}
-    assert len(expected) > 12_000  # more than a walk task's share, so the tree is split
+    assert len(expected) > 17_000  # more than a walk task's share, so the tree is split
     for _ in range(2):
         host.run("collect")
         rows = export_rows(host)
         assert set(rows) == expected
         assert rows[f"file://{host.tree}/d24/e7/f59"]["hash"] == blake3.blake3(b"24/7/59\n").hexdigest()
         assert rows[f"file://{host.tree}/ln"]["type"] == "symlink"
+        assert rows[f"file://{host.tree}/wide/w4999"]["hash"] == blake3.blake3(b"4999\n").hexdigest()
     # The second session found nothing new: no version was added.
     assert host.query("SELECT count(*) FROM versions") == [(len(expected),)]
     # The staged scan data is gone once the session is stored.
