@@ -59,17 +59,21 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
                              paranoid=paranoid or reselect, chain_key=chain_key(config))
     # The last session's size: what the walk will likely find, for an ETA.
     progress = Progress(expected=scalar(con, "SELECT item_count FROM sessions ORDER BY id DESC LIMIT 1") or 0)
-    if settings is not None:
-        _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
-    elif config.enabled("conffile"):
-        builder.warn("conffile: [file] is disabled, so no file content is stored")
-    for name, run in _other_collectors():
-        if config.enabled(name):
-            try:
-                run(config, builder)
-            except OSError as error:
-                # The host cannot serve this collector (no /proc, say): the session still counts.
-                builder.warn(f"{name}: cannot collect: {error}")
+    try:
+        if settings is not None:
+            _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
+        elif config.enabled("conffile"):
+            builder.warn("conffile: [file] is disabled, so no file content is stored")
+        for name, run in _other_collectors():
+            if config.enabled(name):
+                try:
+                    run(config, builder)
+                except OSError as error:
+                    # The host cannot serve this collector (no /proc, say): the session still counts.
+                    builder.warn(f"{name}: cannot collect: {error}")
+    except BaseException:
+        builder.discard()  # no staged scan data outlives a failed run
+        raise
     session = builder.commit(host=host)
     if reselect:
         # After the commit: a crash in between costs one more full re-read, nothing else.

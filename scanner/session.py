@@ -3,9 +3,9 @@ the versioned items in a single transaction.
 
 Walked entries stay in the Parquet files the workers wrote (scanner/staging.py), and
 DuckDB queries them in place: copying a million rows into a table cost more than
-walking them. Items of the other collectors and stored texts go to TEMP tables. Nothing reaches the
-database file before the merge's one transaction, so a process killed at any moment
-before COMMIT leaves the database exactly as it was.
+walking them. Items of the other collectors and stored texts go to TEMP tables.
+Nothing reaches the database file before the merge's one transaction, so a process
+killed at any moment before COMMIT leaves the database exactly as it was.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from scanner.chain import seal
 from scanner.hasher import DETAIL_SCHEMA
-from scanner.staging import Staging
 from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, Column, column_list, create_table, quote
+from scanner.staging import Staging
 from scanner.store import SessionInfo, scalar, set_meta, transaction
 from scanner.worker import ENTRY_SCHEMA
 
@@ -214,7 +214,8 @@ class SessionBuilder:
     def finish_files(self) -> None:
         """Make the walked entries and what was read of them ready for the merge."""
         if self._unlisted:
-            self.con.execute("INSERT INTO unlisted SELECT url, min(error) FROM walk WHERE st_mode IS NULL GROUP BY url")
+            self.con.execute("INSERT INTO unlisted "
+                             "SELECT url, min(error) FROM walk WHERE st_mode IS NULL GROUP BY url")
             for url, error in self.con.execute(_ORPHAN_DIR_ERRORS).fetchall():
                 self.warn(f"{url}: {error}")
         self._resolve_names()
@@ -255,19 +256,25 @@ class SessionBuilder:
                              digest, previous])
                 set_meta(con, {"last_session_id": str(session_id)})
         finally:
-            self._drop()
+            self.discard()
         return SessionInfo(session_id, session_uuid, host, self.start_time, end_time, item_count,
                            "closed", orjson.dumps(self.warnings).decode() if self.warnings else None,
                            digest)
 
-    def _drop(self) -> None:
-        """Free what the session was built from."""
-        con = self.con
-        con.execute("DROP VIEW IF EXISTS temp.file_items")
-        con.execute("RESET disabled_optimizers")
+    def discard(self) -> None:
+        """Free what the session was built from (done by commit; call it when giving up).
+
+        The staged files go first: they hold the walk's names and attributes, and must
+        not outlive the run even when the connection has failed too.
+        """
         self.staging.remove()
-        for name in ("scan", "new_contents", "vanished", "unlisted", "names_user", "names_group"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        try:
+            self.con.execute("DROP VIEW IF EXISTS temp.file_items")
+            self.con.execute("RESET disabled_optimizers")
+            for name in ("scan", "new_contents", "vanished", "unlisted", "names_user", "names_group"):
+                self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        except duckdb.Error:
+            pass  # the connection is broken: its TEMP objects die with it
 
 
 def _user_name(uid: int) -> str | None:

@@ -76,7 +76,12 @@ class Staging:
         return write_table(str(self.directory), kind, table)
 
     def remove(self) -> None:
-        """Drop the views and delete the files."""
-        for kind in self.kinds:
-            self.con.execute(f"DROP VIEW IF EXISTS temp.{kind}")
+        """Delete the files, then drop the views (views of files that are gone would fail)."""
+        import duckdb  # here, not at the top: workers import this module and need no DuckDB
+
         shutil.rmtree(self.directory, ignore_errors=True)
+        for kind in self.kinds:
+            try:
+                self.con.execute(f"DROP VIEW IF EXISTS temp.{kind}")
+            except duckdb.Error:
+                pass  # a broken connection takes its TEMP views along

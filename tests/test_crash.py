@@ -90,6 +90,8 @@ def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
     assert run.returncode == 70, err
     assert "a worker process died" in err and err.count("\n") == 1 and "Traceback" not in err
     assert host.query("SELECT count(*) FROM sessions") == [(1,)]
+    # The failed run took its staged scan data (names and attributes) along.
+    assert not (host.storage / "staging").exists()
     host.run("collect")
 
 
