@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 import blake3
@@ -203,9 +204,11 @@ class _ReadAhead:
             if task is not None and stat.S_ISREG(task[1]):
                 try:
                     opened = os.open(url_to_path(task[0]), self.flags)
-                    os.posix_fadvise(opened, 0, self.HINT, os.POSIX_FADV_WILLNEED)
                 except OSError as error:
-                    opened = error if not isinstance(opened, int) else opened
+                    opened = error
+                else:
+                    with suppress(OSError):  # only a hint: the read still works without it
+                        os.posix_fadvise(opened, 0, self.HINT, os.POSIX_FADV_WILLNEED)
             self.window.append((task, opened))
 
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from scanner.globs import GlobSet
-from scanner.paths import FILE_SCHEME, escape
+from scanner.paths import escape, path_to_url
 
 #: Columns of a walked entry, in order; the session's staging table follows it.
 WALK_SCHEMA = pa.schema([
@@ -102,7 +102,7 @@ class Walker:
                 out.warnings.append(f"include base {base}: {error.strerror}")
                 continue
             if self.spec.include.match(base) and not self.spec.exclude.match(base):
-                out.rows.append(self._row(_url(base), base, info, base, None))
+                out.rows.append(self._row(path_to_url(base), base, info, base, None))
             if stat.S_ISDIR(info.st_mode) and self._may_enter(base, info, info.st_dev, ()):
                 out.pending.append(Directory(base, info.st_dev, ((info.st_dev, info.st_ino),)))
         return out
@@ -135,7 +135,8 @@ class Walker:
         path, root_dev, ancestors, names = directory
         all_included = include.covers(path)
         prefix = path if path.endswith("/") else path + "/"
-        url_prefix = _url(prefix)
+        url_prefix = path_to_url(prefix)
+        own_url = path_to_url(path)  # for an error row, which the directory's own row gets
         rows = out.rows
         try:
             # Names are looked up relative to the open directory (fstatat, readlinkat):
@@ -143,8 +144,8 @@ class Walker:
             # symlink meanwhile is not followed (O_NOFOLLOW).
             fd = os.open(path, _DIR_FLAGS)
         except OSError as error:
-            if names is None:  # a share of names: the listing task reported the directory
-                rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+            if names is None:  # for a share of names, the listing task reported it already
+                rows.append(_error_row(own_url, error))
             return
         try:
             if names is None:
@@ -153,7 +154,7 @@ class Walker:
                         names = [entry.name for entry in entries]
                 except OSError as error:
                     # Unreadable directory: its own item (added by its parent) gets the error.
-                    rows.append(_error_row(url_prefix[:-1] if path != "/" else url_prefix, error))
+                    rows.append(_error_row(own_url, error))
                     return
                 # One task lists a directory however big; the lstat calls, which cost
                 # the time, are shared out: a big directory is as quick as many small ones.
@@ -186,10 +187,6 @@ class Walker:
         return (url, info.st_mode, info.st_uid, info.st_gid, info.st_size, info.st_mtime_ns,
                 info.st_ctime_ns, info.st_ino, info.st_dev, info.st_nlink, target,
                 bool(force) and force.match(path), error)
-
-
-def _url(path: str) -> str:
-    return FILE_SCHEME + (path if path.isprintable() and "\\" not in path else escape(path))
 
 
 def _error_row(url: str, error: OSError) -> tuple:
