@@ -97,6 +97,7 @@ def _collect_files(settings: FileSettings, selector: ContentSelector | None,
         for result in pool.walk(settings.spec.include.bases(), with_details=read_all):
             _take(result, builder, progress)
             on_progress(progress)
+        builder.finish_walk()
         if not read_all:
             tasks = builder.tasks_needing_detail()
             progress.queued = tasks.num_rows

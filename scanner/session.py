@@ -53,11 +53,50 @@ WHERE NOT EXISTS (SELECT 1 FROM walk w WHERE w.url = e.url AND w.st_mode IS NOT 
 """
 
 
-def _file_items() -> str:
-    """Every walked entry as an item row: what reading it found this time (in the walk's
-    own row, or from a hash task), else what its current version holds. The same pass
-    tells whether the row equals the current version: a second join of a million rows
-    with all their attributes would cost twice this one."""
+#: The item attributes a walk row gives when its file is not read again, as SQL over the
+#: walk (``w``); the rest (digest, xattrs, stored text) come from the current version.
+_WALKED = {"type": "file_type(w.st_mode)", "mode": "(w.st_mode & 4095)::INTEGER", "uid": "w.uid",
+           "gid": "w.gid", "size": "w.size", "mtime_ns": "w.mtime_ns", "ctime_ns": "w.ctime_ns",
+           "inode": "w.inode", "device": "w.device", "nlink": "w.nlink", "target": "w.target",
+           "error": "w.error"}
+
+
+def _reusable(prefix: str = "v.") -> str:
+    """A current version whose digest and xattrs may be reused while its stat key holds."""
+    return f"{prefix}error IS NULL AND ({prefix}hash IS NOT NULL OR {prefix}type <> 'file')"
+
+
+def _walk_changes(renamed_uids: Iterable[int], renamed_gids: Iterable[int]) -> str:
+    """Walked entries that may differ from their current version, and current versions
+    the walk did not find (``gone``), in one pass over urls and stat attributes only.
+
+    Every other walked entry is unchanged: its stat attributes, its owner's names and its
+    error equal its version's, it is not to be re-read, and so the version stands as it
+    is. Carrying a dozen narrow columns through this join instead of every attribute
+    (and the digest, xattrs and text of both sides) made a no-change merge of a million
+    entries four times faster (3.0 s to 0.7 s).
+    """
+    differs = " OR ".join(f"{value} IS DISTINCT FROM v.{quote(name)}" for name, value in _WALKED.items())
+    versions = ", ".join(quote(name) for name in _WALKED)
+    renamed = [f"w.{column} IN ({', '.join(map(str, sorted(ids)))})"
+               for column, ids in (("uid", renamed_uids), ("gid", renamed_gids)) if ids]
+    return f"""
+CREATE OR REPLACE TEMP TABLE walk_changes AS
+SELECT w.url, CASE WHEN w.url IS NULL THEN v.url END AS gone
+FROM (SELECT * FROM walk WHERE st_mode IS NOT NULL) w
+FULL OUTER JOIN (SELECT url, {versions}, {_reusable("")} AS reusable
+                 FROM current_versions) v ON v.url = w.url
+WHERE w.url IS NULL OR v.url IS NULL OR w.force OR w.detailed OR NOT v.reusable
+   OR w.url IN (SELECT url FROM unlisted) OR {" OR ".join(renamed + [differs])}
+"""
+
+
+def _file_items(walked: str, versions: str) -> str:
+    """Walked entries as item rows: what reading found this time (in the walk's own
+    row, or from a hash task), else what the current version holds. The same pass tells
+    whether the row equals the current version: a second join with all attributes
+    would cost twice this one. ``walked`` and ``versions`` name the rows to join: all
+    of them, or only those _walk_changes found."""
     same = " AND ".join(f"{quote(c)} IS NOT DISTINCT FROM {quote('v.' + c)}" for c in COMPARED)
     prior = ", ".join(f"v.{quote(c.name)} AS {quote('v.' + c.name)}" for c in ITEM_COLUMNS)
 
@@ -67,23 +106,23 @@ def _file_items() -> str:
 
     def reread(column: str) -> str:
         # Attributes fstat saw while reading win over the walk's lstat.
-        return f"coalesce(CASE WHEN w.detailed THEN w.d_{column} ELSE d.{column} END, w.{column}) AS {column}"
+        return f"coalesce(CASE WHEN w.detailed THEN w.d_{column} ELSE d.{column} END, {_WALKED[column]}) AS {column}"
 
+    walk_only = ", ".join(f"{_WALKED[c]} AS {c}" for c in ("type", "mode", "uid", "gid"))
+    stat_only = ", ".join(_WALKED[c] for c in ("inode", "device", "nlink", "target"))
     return f"""
 CREATE OR REPLACE TEMP VIEW file_items AS
 SELECT {column_list(ITEM_COLUMNS)}, {quote('v.url')} IS NOT NULL AND {same} AS unchanged
 FROM (
-    SELECT w.url, file_type(w.st_mode) AS type, (w.st_mode & 4095)::INTEGER AS mode, w.uid, w.gid,
-           u.name AS user_name, g.name AS group_name,
-           {reread("size")}, {reread("mtime_ns")}, {reread("ctime_ns")},
-           w.inode, w.device, w.nlink, w.target,
+    SELECT w.url, {walk_only}, u.name AS user_name, g.name AS group_name,
+           {reread("size")}, {reread("mtime_ns")}, {reread("ctime_ns")}, {stat_only},
            {read("xattrs")}, {read("hash")}, {read("content")},
            NULL::BLOB AS stderr, NULL::INTEGER AS exit_status, {read("note")},
            coalesce(e.error, w.error, CASE WHEN w.detailed THEN w.d_error ELSE d.error END) AS error,
            {prior}
-    FROM walk w
+    FROM {walked} w
     LEFT JOIN detail d ON d.url = w.url
-    LEFT JOIN current_versions v ON v.url = w.url
+    LEFT JOIN {versions} v ON v.url = w.url
     LEFT JOIN unlisted e ON e.url = w.url
     LEFT JOIN names_user u ON u.id = w.uid
     LEFT JOIN names_group g ON g.id = w.gid
@@ -102,14 +141,22 @@ WHERE v.url IS NULL OR {differs}
 """
 
 
-#: Current items missing from this session. Items below a directory that could not be
-#: listed this time are not "removed": they keep their version until it can be read.
-_VANISHED = """
+def _vanished(candidates: str) -> str:
+    """Current items missing from this session, out of ``candidates`` (urls of current
+    versions the walk did not find). Items below a directory that could not be listed
+    this time are not "removed": they keep their version until it can be read."""
+    return f"""
 CREATE OR REPLACE TEMP TABLE vanished AS
-SELECT v.url FROM (SELECT url FROM current_versions WHERE since < $sid) v
-ANTI JOIN (SELECT url FROM walk WHERE st_mode IS NOT NULL UNION ALL SELECT url FROM scan) s
-    ON s.url = v.url
+SELECT v.url FROM ({candidates}) v
+ANTI JOIN scan s ON s.url = v.url
 WHERE NOT EXISTS (SELECT 1 FROM unlisted e WHERE starts_with(v.url, e.url || '/'))
+"""
+
+
+#: Candidates for _vanished when every walked entry is merged (no _walk_changes).
+_NOT_WALKED = """
+SELECT v.url FROM (SELECT url FROM current_versions) v
+ANTI JOIN (SELECT url FROM walk WHERE st_mode IS NOT NULL) w ON w.url = v.url
 """
 
 
@@ -137,9 +184,12 @@ class SessionBuilder:
         self.has_history = bool(scalar(
             con, "SELECT count(*) > 0 FROM current_versions"))
         self.staging = Staging(con, {"walk": ENTRY_SCHEMA, "detail": DETAIL_SCHEMA})
+        # With history, only the entries _walk_changes finds are merged; a first session
+        # or a paranoid one reads every entry, and merges them all.
+        self.narrow = self.has_history and not paranoid
         self._walked = 0    # entries in the staged walk files
         self._unlisted = 0  # of which directories that could not be listed
-        con.execute(_file_items())
+        self._walk_done = False
 
     def warn(self, message: str) -> None:
         """Record a warning in the session (shown by reports and list-sessions)."""
@@ -180,9 +230,35 @@ class SessionBuilder:
         """Stage a content blob (stored once per digest)."""
         self.con.execute("INSERT INTO new_contents VALUES (?, ?, ?)", [digest, data, len(data)])
 
+    def finish_walk(self) -> None:
+        """Sort the walked entries, once the walk is done: note the directories that could
+        not be listed, and (with history) find which entries may have changed."""
+        if self._walk_done:
+            return
+        self._walk_done = True
+        con = self.con
+        if self._unlisted:
+            con.execute("INSERT INTO unlisted "
+                        "SELECT url, min(error) FROM walk WHERE st_mode IS NULL GROUP BY url")
+            for url, error in con.execute(_ORPHAN_DIR_ERRORS).fetchall():
+                self.warn(f"{url}: {error}")
+        walked, versions = "walk", "current_versions"
+        if self.narrow:
+            # Names come from the ids the versions hold: an id whose name changed
+            # (a renamed user) changes every item it owns.
+            renamed = [self._resolve_names(kind, "current_versions", known=True)
+                       for kind in ("user", "group")]
+            con.execute(_walk_changes(*renamed))
+            changed = "url IN (SELECT url FROM walk_changes WHERE url IS NOT NULL)"
+            walked = f"(SELECT * FROM walk WHERE {changed})"
+            versions = f"(SELECT * FROM current_versions WHERE {changed})"
+        con.execute(_file_items(walked, versions))
+        self._walked_sql, self._versions_sql = walked, versions
+
     def tasks_needing_detail(self) -> pa.Table:
         """Walked entries whose digest and xattrs cannot be reused from the current version:
         a table of url, st_mode, inode, device (Arrow: a million of them fit in tens of MB)."""
+        self.finish_walk()
         # The walk holds st_mode; versions hold the permission bits as mode.
         walked = {c: "(w.st_mode & 4095)" if c == "mode" else f"w.{quote(c)}" for c in self.stat_key}
         reuse = " AND ".join(f"{value} IS NOT DISTINCT FROM v.{quote(c)}"
@@ -190,38 +266,40 @@ class SessionBuilder:
         if self.paranoid or not reuse:
             reuse = "FALSE"
         query = f"""
-            SELECT w.url, w.st_mode, w.inode, w.device FROM walk w
-            LEFT JOIN current_versions v ON v.url = w.url
+            SELECT w.url, w.st_mode, w.inode, w.device FROM {self._walked_sql} w
+            LEFT JOIN {self._versions_sql} v ON v.url = w.url
             WHERE w.st_mode IS NOT NULL AND NOT w.detailed AND NOT (
-                v.url IS NOT NULL AND NOT w.force AND v.error IS NULL
-                AND v.type = file_type(w.st_mode)
-                AND (v.hash IS NOT NULL OR file_type(w.st_mode) <> 'file')
-                AND {reuse})
+                v.url IS NOT NULL AND NOT w.force AND {_reusable()}
+                AND v.type = file_type(w.st_mode) AND {reuse})
         """
         return self.con.sql(query).to_arrow_table()
 
-    def _resolve_names(self) -> None:
-        """Owner and group names, looked up once per id rather than per file."""
-        for kind, column, lookup in (("user", "uid", _user_name), ("group", "gid", _group_name)):
-            ids = [row[0] for row in self.con.execute(
-                f"SELECT DISTINCT {column} FROM walk WHERE {column} IS NOT NULL").fetchall()]
-            table = pa.table({"id": pa.array(ids, pa.int64()),
-                              "name": pa.array([lookup(i) for i in ids], pa.string())})
-            self.con.register("names_batch", table)
-            self.con.execute(f"INSERT INTO names_{kind} SELECT * FROM names_batch")
-            self.con.unregister("names_batch")
+    def _resolve_names(self, kind: str, source: str, known: bool = False) -> list[int]:
+        """Look up the owner (``kind`` user) or group names of the ids in ``source`` (a
+        table or view with uid and gid) once per id rather than per file. With ``known``,
+        ``source`` holds names too: returns the ids whose name is no longer the same."""
+        column, lookup = ("uid", _user_name) if kind == "user" else ("gid", _group_name)
+        pairs = f"{column}, {kind}_name" if known else f"{column}, NULL"
+        rows = self.con.execute(
+            f"SELECT DISTINCT {pairs} FROM {source} WHERE {column} IS NOT NULL "
+            f"AND {column} NOT IN (SELECT id FROM names_{kind})").fetchall()
+        names = {row[0]: lookup(row[0]) for row in rows}
+        table = pa.table({"id": pa.array(list(names), pa.int64()),
+                          "name": pa.array(list(names.values()), pa.string())})
+        self.con.register("names_batch", table)
+        self.con.execute(f"INSERT INTO names_{kind} SELECT * FROM names_batch")
+        self.con.unregister("names_batch")
+        return sorted({i for i, stored in rows if known and names[i] != stored})
 
     def finish_files(self) -> None:
         """Make the walked entries and what was read of them ready for the merge."""
-        if self._unlisted:
-            self.con.execute("INSERT INTO unlisted "
-                             "SELECT url, min(error) FROM walk WHERE st_mode IS NULL GROUP BY url")
-            for url, error in self.con.execute(_ORPHAN_DIR_ERRORS).fetchall():
-                self.warn(f"{url}: {error}")
-        self._resolve_names()
+        self.finish_walk()
+        for kind in ("user", "group"):
+            self._resolve_names(kind, self._walked_sql)
 
     def commit(self, *, host: str | None = None) -> SessionInfo:
         """Merge everything into the versioned items as a new session, in one transaction."""
+        self.finish_walk()  # when nothing was walked ([file] disabled), files vanish
         con = self.con
         host = host or socket.gethostname()
         session_uuid = str(uuidlib.uuid4())
@@ -231,7 +309,9 @@ class SessionBuilder:
                     con, "SELECT greatest((SELECT coalesce(max(id), 0) FROM sessions),"
                     " (SELECT coalesce(max(value::INTEGER), 0) FROM meta WHERE key = 'last_session_id')) + 1")
                 sid = {"sid": session_id}
-                con.execute(_VANISHED, sid)
+                con.execute(_vanished(
+                    "SELECT gone AS url FROM walk_changes WHERE gone IS NOT NULL"
+                    if self.narrow else _NOT_WALKED))
                 # New versions first (walked entries straight from the join, no copy),
                 # then close the versions they and the vanished items replace.
                 con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} "
@@ -271,7 +351,8 @@ class SessionBuilder:
         try:
             self.con.execute("DROP VIEW IF EXISTS temp.file_items")
             self.con.execute("RESET disabled_optimizers")
-            for name in ("scan", "new_contents", "vanished", "unlisted", "names_user", "names_group"):
+            for name in ("scan", "new_contents", "vanished", "unlisted", "names_user", "names_group",
+                         "walk_changes"):
                 self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         except duckdb.Error:
             pass  # the connection is broken: its TEMP objects die with it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import sys
 import subprocess
@@ -362,3 +363,61 @@ def test_progress_line_on_a_terminal_with_eta_and_silent_when_quiet(host):
     second = _collect_on_a_terminal(host)
     assert "left" in second, second
     assert _collect_on_a_terminal(host, "--quiet") == ""
+
+
+def _free_id(taken) -> int:
+    """An id in the system range that neither passwd nor group uses."""
+    return next(i for i in range(59000, 60000) if i not in taken)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"), reason="needs root and useradd")
+def test_owner_renamed_between_sessions_gives_its_items_new_versions(host):
+    """A no-change session merges only entries whose attributes moved: an owner or group
+    that got a name (or was renamed) between sessions must still show on its items."""
+    import grp
+    import pwd
+    uid = _free_id({u.pw_uid for u in pwd.getpwall()})
+    gid = _free_id({g.gr_gid for g in grp.getgrall()})
+    make_tree(host.tree, {"owned": "x", "other": "y"})
+    os.chown(host.tree / "owned", uid, gid)
+    host.run("collect")
+    owned, other = f"file://{host.tree}/owned", f"file://{host.tree}/other"
+    assert host.query("SELECT user_name, group_name FROM versions WHERE url = ?", [owned]) == [(None, None)]
+    user, group = f"scm-user{uid}", f"scm-group{gid}"
+    subprocess.run(["groupadd", "-g", str(gid), group], check=True)
+    try:
+        subprocess.run(["useradd", "-M", "-N", "-u", str(uid), "-g", str(gid), user], check=True)
+        try:
+            assert "0 read" in host.run("collect").stdout  # the digest is reused all the same
+        finally:
+            subprocess.run(["userdel", user], check=True)
+    finally:
+        subprocess.run(["groupdel", group], check=True)
+    current = host.query("SELECT url, user_name, group_name FROM versions WHERE until IS NULL "
+                         "AND url IN (?, ?) ORDER BY url", [other, owned])
+    assert current == [(other, "root", "root"), (owned, user, group)]
+    assert host.query("SELECT count(*) FROM versions WHERE url = ?", [other]) == [(1,)]
+    assert host.run("diff", expect=1).stdout.endswith("saved: 1 changed\n")
+    report = host.run("print-report").stdout
+    assert f"{host.tree}/owned" in report and user in report and f"{host.tree}/other" not in report
+
+
+def test_file_that_could_not_be_read_is_read_again_while_its_stat_stands(open_host):
+    """A version with an error is never reused: once the file can be read (here: nobody
+    joins its group, nothing about the file changes), the next session has its digest."""
+    host = open_host
+    make_tree(host.tree, {"grouped": "secret\n"})
+    os.chown(host.tree / "grouped", 0, 4)  # group adm
+    os.chmod(host.tree / "grouped", 0o640)
+    os.chmod(host.tree, 0o755)
+    command = [*SYSCHANGEMON, "-c", str(host.confdir), "collect"]
+    assert run_as_nobody(command, timeout=60).returncode == 0
+    url = f"file://{host.tree}/grouped"
+    assert host.query("SELECT error, hash FROM versions WHERE url = ?", [url]) == \
+        [("Permission denied", None)]
+    with_group = ["setpriv", "--reuid=65534", "--regid=65534", "--groups=4", *command]
+    result = subprocess.run(with_group, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HOME": "/"}, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert host.query("SELECT error, hash FROM versions WHERE url = ? AND until IS NULL", [url]) == \
+        [(None, blake3.blake3(b"secret\n").digest())]
