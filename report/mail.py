@@ -25,7 +25,7 @@ from email.message import EmailMessage
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from scanner.errors import ConfigError, DeliveryError
+from scanner.errors import ConfigError, DeliveryError, RefusedError
 from scanner.values import parse_bool, parse_csv, parse_float, parse_int, parse_size
 
 SECTION = "mail.smtp"
@@ -226,7 +226,8 @@ def _deliver_smtp(settings: MailSettings, message: EmailMessage, debug: bool) ->
     except (smtplib.SMTPException, OSError) as exc:
         if server is not None:
             server.close()
-        raise DeliveryError(f"{where}: {_reason(exc, settings.timeout)}") from None
+        error = RefusedError if _refused_for_good(exc) else DeliveryError
+        raise error(f"{where}: {_reason(exc, settings.timeout)}") from None
     try:
         server.quit()
     except (smtplib.SMTPException, OSError):
@@ -266,6 +267,19 @@ def _tls_context(settings: MailSettings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """Whether the server refused this very message, so that sending it again cannot help.
+
+    A 5xx reply to the message data (552 too big, 554 content rejected), or 552 to a MAIL
+    FROM that declared the message's SIZE, is about this message. 5xx replies to the
+    connection, AUTH or the recipients are about the settings: they would refuse every
+    report alike, so those reports wait for the settings to be mended.
+    """
+    if isinstance(exc, smtplib.SMTPDataError):
+        return 500 <= exc.smtp_code < 600
+    return isinstance(exc, smtplib.SMTPSenderRefused) and exc.smtp_code == 552
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

@@ -9,6 +9,12 @@ queue stops there: when the server is down, each further report would only wait 
 the same timeout, and the next run retries them all in order. A server that took the
 message but refused some recipients counts as sent (the others have it; sending again
 would repeat it to them on every run) and is still reported as a failure.
+
+A server that refuses the message itself for good (a 5xx reply to its data: too big,
+taken for spam) would refuse it again on every run, and the reports behind it would
+never go out. Such a report becomes 'refused', as a mail server bounces a message: it is
+not retried, the queue goes on, retention keeps it like a pending one, and
+``email-report -r`` sends it again once the cause is mended.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from report.mail import (MailSettings, build_message, deliver, mail_settings, re
 from report.render import render
 from report.store import ReportInfo, list_reports, load_model
 from scanner.config import Config
-from scanner.errors import DeliveryError
+from scanner.errors import DeliveryError, RefusedError
 
 #: The end of report.mail's message when the server took the mail for some recipients.
 PARTIAL_DELIVERY = "delivered to the others"
@@ -36,6 +42,12 @@ WHERE uuid = $uuid
 """
 _FAILED = """
 UPDATE reports SET last_error = $error, attempts = coalesce(attempts, 0) + 1
+WHERE uuid = $uuid
+"""
+#: A report sent again with -r keeps its state (sent, skipped) when it is refused.
+_REFUSED = """
+UPDATE reports SET mail_state = CASE mail_state WHEN 'pending' THEN 'refused' ELSE mail_state END,
+                   last_error = $error, attempts = coalesce(attempts, 0) + 1
 WHERE uuid = $uuid
 """
 _SKIPPED = "UPDATE reports SET mail_state = 'skipped' WHERE uuid = $uuid AND mail_state = 'pending'"
@@ -56,7 +68,7 @@ class Outbox:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one report: 'sent' or 'skipped'."""
+    """What happened to one report: 'sent', 'skipped' or 'refused'."""
 
     uuid: str
     state: str
@@ -64,10 +76,10 @@ class Outcome:
 
 @dataclass
 class QueueResult:
-    """The reports handled, in order, and the failure that stopped the queue (if any)."""
+    """The reports handled, in order, and the failures met (the last may have stopped it)."""
 
     done: list[Outcome] = field(default_factory=list)
-    error: DeliveryError | None = None
+    errors: list[DeliveryError] = field(default_factory=list)
 
 
 def outbox_from_config(config: Config) -> Outbox | None:
@@ -108,11 +120,19 @@ def send_report(con: duckdb.DuckDBPyConnection, outbox: Outbox, report: ReportIn
 
     Raises DeliveryError naming the report when the server did not take it; the row then
     keeps its mail_state (a pending report stays pending) with attempts and last_error.
+    RefusedError when the server refused the message for good: a pending report becomes
+    'refused' and is not retried.
     """
     uuid = report.uuid
     message = compose(outbox, load_model(con, uuid))
     try:
         deliver(outbox.settings, message, debug=debug)
+    except RefusedError as exc:
+        con.execute(_REFUSED, {"uuid": uuid, "error": str(exc)})
+        again = (" and is not retried (print it with: syschangemon print-report -r "
+                 f"{uuid}; resend it with: syschangemon email-report -r {uuid})"
+                 if report.mail_state == "pending" else "")
+        raise RefusedError(f"report {uuid} refused{again}: {exc}") from None
     except DeliveryError as exc:
         error = str(exc)
         if error.endswith(PARTIAL_DELIVERY):
@@ -136,10 +156,12 @@ def pending_reports(con: duckdb.DuckDBPyConnection) -> list[ReportInfo]:
 
 def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: bool,
                  debug: bool = False) -> QueueResult:
-    """Mail every pending report, oldest first, until one fails.
+    """Mail every pending report, oldest first, until one fails and stays pending.
 
     With ``skip_empty`` a pending report without changes is marked skipped instead.
-    The failure is returned, not raised, so that the caller can first say what was sent.
+    A report the server refused for good, or took for only some recipients, does not
+    stop the queue. The failures are returned, not raised, so that the caller can first
+    say what was sent.
     """
     result = QueueResult()
     for info in pending_reports(con):
@@ -149,8 +171,12 @@ def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: 
             continue
         try:
             send_report(con, outbox, info, debug=debug)
+        except RefusedError as exc:
+            result.errors.append(exc)
+            result.done.append(Outcome(info.uuid, "refused"))
+            continue
         except DeliveryError as exc:
-            result.error = exc
+            result.errors.append(exc)
             if not str(exc).endswith(PARTIAL_DELIVERY):
                 break
         result.done.append(Outcome(info.uuid, "sent"))

@@ -2,7 +2,8 @@
 model as JSON, so any format can be printed again later.
 
 Mail delivery state lives in the same row: ``mail_state`` is pending (to be mailed),
-sent, skipped (an empty report under --skip-empty-mail) or none (no mail configured);
+sent, skipped (an empty report under --skip-empty-mail), refused (the server refused
+the message for good; not retried) or none (no mail configured);
 ``sent_at``, ``last_error`` and ``attempts`` are written by the mail side.
 """
 
@@ -17,7 +18,7 @@ import orjson
 from scanner.errors import NotFoundError
 from scanner.store import first_row
 
-MAIL_STATES = ("pending", "sent", "skipped", "none")
+MAIL_STATES = ("pending", "sent", "skipped", "refused", "none")
 
 #: Report rows with the session UUIDs read from the model (the sessions may be gone).
 _SELECT = """

@@ -29,7 +29,7 @@ EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
         (ExitCode.CONFIG, "bad configuration file, section, key or value"),
         (ExitCode.NOT_FOUND, "unknown session or report UUID, or nothing stored yet"),
         (ExitCode.LOCKED, "another syschangemon run is in progress"),
-        (ExitCode.DELIVERY, "a report could not be mailed (it stays queued)"),
+        (ExitCode.DELIVERY, "a report could not be mailed (queued, or refused for good)"),
         (ExitCode.STORAGE, "the database cannot be opened or written"),
         (ExitCode.NO_BASELINE, "diff: only one session exists"),
         (ExitCode.TAMPERED, "verify: stored history no longer matches its hash chain"),

@@ -19,7 +19,7 @@ class ExitCode(enum.IntEnum):
     CONFIG = 3  #: a configuration file, section, key or value is wrong
     NOT_FOUND = 4  #: an unknown session or report UUID, or nothing stored yet
     LOCKED = 5  #: another syschangemon run holds the lock
-    DELIVERY = 6  #: a report could not be mailed (it stays queued)
+    DELIVERY = 6  #: a report could not be mailed (it stays queued, or was refused for good)
     STORAGE = 7  #: the database cannot be opened or written (corrupt, foreign, disk full)
     NO_BASELINE = 8  #: diff needs two sessions and only a baseline exists
     TAMPERED = 9  #: verify found stored history that no longer matches its digests
@@ -76,6 +76,10 @@ class DeliveryError(SysChangeMonError):
     """A report could not be delivered; it stays queued for the next run."""
 
     exit_code = ExitCode.DELIVERY
+
+
+class RefusedError(DeliveryError):
+    """The server refused the message itself (5xx to its data or size): resending cannot help."""
 
 
 class TamperedError(SysChangeMonError):

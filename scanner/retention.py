@@ -17,9 +17,9 @@ DELETE FROM contents WHERE digest NOT IN (
     SELECT content FROM versions WHERE content IS NOT NULL
     UNION SELECT stderr FROM versions WHERE stderr IS NOT NULL)
 """
-#: Unsent reports are kept whatever their age: an outage must not lose an alert.
+#: Unsent reports are kept whatever their age: an outage or a refusal must not lose an alert.
 _DROP_REPORTS = """
-DELETE FROM reports WHERE coalesce(mail_state, 'none') <> 'pending' AND uuid NOT IN (
+DELETE FROM reports WHERE coalesce(mail_state, 'none') NOT IN ('pending', 'refused') AND uuid NOT IN (
     SELECT uuid FROM reports ORDER BY created DESC LIMIT $keep)
 """
 

@@ -187,6 +187,56 @@ def test_skip_empty_marks_empty_reports_and_r_resends(host, smtp):
         "syschangemon: error: no report with UUID ffffffff\n")
 
 
+class Bouncer(Recorder):
+    """Refuses for good every message that mentions ``marker``, takes the others."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__()
+        self.marker = marker
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.marker in envelope.content:
+            return "554 5.7.1 message content rejected"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_reports_refused_for_good_are_not_retried_and_do_not_hold_up_the_queue(host, smtp):
+    configure_mail(host, smtp.port, extra="report_keep = 1\n")
+    baseline(host)
+    for name in ("rejected.txt", "rejected-too.txt", "fine.txt"):
+        change(host, name)
+        host.run("run", expect=6)  # server down: the reports wait
+    [(first, *_), (second, *_), (fine, *_)] = states(host)
+
+    smtp.start(Bouncer(b"rejected"))
+    result = host.run("email-report", expect=6)
+    assert result.stdout == f"report {fine} mailed to 2 recipients\n"
+    error = f"mail to 127.0.0.1:{smtp.port} failed: 554 5.7.1 message content rejected"
+    assert result.stderr.splitlines() == [
+        f"syschangemon: error: report {uuid} refused and is not retried (print it with: "
+        f"syschangemon print-report -r {uuid}; resend it with: syschangemon email-report "
+        f"-r {uuid}): {error}" for uuid in (first, second)]
+    assert smtp.uuids() == [fine]
+    assert states(host)[:2] == [(first, "refused", 4, False, error),
+                                (second, "refused", 1, False, error)]
+    assert host.run("list-reports").stdout.splitlines()[0].endswith(
+        f"; mail refused (4 attempts; last error: {error})")
+
+    # Not retried by later runs; cleanup keeps them (report_keep = 1) as it keeps pending ones.
+    assert host.run("email-report").stdout == "no report waits to be mailed\n"
+    change(host, "later.txt")
+    host.run("run", expect=1)
+    assert [row[1] for row in states(host)] == ["refused", "refused", "sent"]
+    assert smtp.uuids() == [fine, states(host)[2][0]]
+
+    # Once the cause is mended, -r sends one.
+    smtp.controller.stop()
+    smtp.start(Recorder())
+    assert host.run("email-report", "-r", first).stdout == (
+        f"report {first} mailed to 2 recipients\n")
+    assert smtp.uuids() == [first] and states(host)[0][1] == "sent"
+
+
 def test_some_recipients_refused_counts_as_sent_and_is_not_repeated(host, smtp):
     smtp.start(Recorder(refuse_rcpt={"audit@example.com"}))
     configure_mail(host, smtp.port)

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from report.mail import (MailSettings, build_message, deliver, mail_settings, recipients,
                          render_subject)
-from scanner.errors import ConfigError, DeliveryError
+from scanner.errors import ConfigError, DeliveryError, RefusedError
 
 # Some servers below require AUTH over a plain connection on purpose; aiosmtpd warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -248,6 +248,8 @@ def test_all_recipients_refused(start_server):
     assert "ops@example.com (550 5.1.1 <ops@example.com>: no such user)" in message
     assert "\n" not in message
     assert handler.received == []
+    # The same recipients would refuse every report: not a refusal of this message.
+    assert not isinstance(caught.value, RefusedError)
 
 
 def test_some_recipients_refused_is_reported_after_the_others_got_it(start_server):
@@ -258,11 +260,27 @@ def test_some_recipients_refused_is_reported_after_the_others_got_it(start_serve
     assert handler.received[0]["rcpt_tos"] == ["ops@example.com", "cc@example.com"]
 
 
-def test_data_refused(start_server):
+def test_data_refused_for_good(start_server):
     port, _ = start_server(Recorder(refuse_data="554 5.7.1 looks like spam"))
-    with pytest.raises(DeliveryError,
+    with pytest.raises(RefusedError,
                        match=rf"^mail to 127.0.0.1:{port} failed: 554 5.7.1 looks like spam$"):
         send(make_settings(port))
+
+
+def test_data_deferred_is_not_a_refusal(start_server):
+    port, _ = start_server(Recorder(refuse_data="451 4.3.0 try again later"))
+    with pytest.raises(DeliveryError, match=r"451 4.3.0 try again later$") as caught:
+        send(make_settings(port))
+    assert not isinstance(caught.value, RefusedError)
+
+
+def test_message_over_the_servers_size_limit_is_refused_for_good(start_server):
+    # aiosmtpd announces SIZE; smtplib then declares the size at MAIL FROM, and the
+    # server answers 552 before any data is sent.
+    port, handler = start_server(data_size_limit=2_000)
+    with pytest.raises(RefusedError, match=r"sender syschangemon@web01.example refused: 552 "):
+        send(make_settings(port), text="x" * 5_000)
+    assert handler.received == []
 
 
 def test_server_down_then_up(start_server):

@@ -76,6 +76,12 @@ class Context:
         if not self.args.quiet:
             print(f"syschangemon: warning: {text}", file=self.stderr)
 
+    def error(self, text: str) -> None:
+        """An error line on stderr (even under --quiet), and in the log, for a failure
+        that does not end the command; the CLI prints the one that does."""
+        logging.getLogger(LOGGER).error(text)
+        print(f"syschangemon: error: {text}", file=self.stderr)
+
     @contextmanager
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Hold the run lock and a read-write connection."""

@@ -41,10 +41,14 @@ def _send_queue(context: Context, con: duckdb.DuckDBPyConnection, outbox: Outbox
                           debug=context.args.debug)
     if announce:
         for outcome in result.done:
-            context.say(_mailed(outbox, outcome.uuid) if outcome.state == "sent"
-                        else _skipped(outcome.uuid))
-    if result.error is not None:
-        raise result.error
+            if outcome.state != "refused":  # its error line says it
+                context.say(_mailed(outbox, outcome.uuid) if outcome.state == "sent"
+                            else _skipped(outcome.uuid))
+    if result.errors:
+        # One line per failure: the last one is the error that sets the exit status.
+        for error in result.errors[:-1]:
+            context.error(str(error))
+        raise result.errors[-1]
 
 
 def run_email_report(context: Context) -> int:
@@ -54,7 +58,10 @@ def run_email_report(context: Context) -> int:
     [syschangemon] mail_handler = sendmail) accepted it. Until then it stays
     pending: cleanup keeps it and the next email-report or run retries it. When a
     delivery fails, the reports after it wait too; one line names the report and
-    the server, and the exit status is 6. Prints "report <uuid> mailed to N
+    the server, and the exit status is 6. A report that the server refuses for
+    good (a 5xx reply to the message: too big, taken for spam) becomes "refused"
+    instead, as a bounce: it is not retried, the reports after it still go out,
+    cleanup keeps it, and -r sends it again. Prints "report <uuid> mailed to N
     recipients" for each report sent.
 
     -r UUID mails that report whatever its state, so it also resends a report

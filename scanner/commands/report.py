@@ -105,7 +105,7 @@ def run_list_reports(context: Context) -> int:
     """List the reports stored in the database, oldest first.
 
     One line per report: UUID, creation time, old -> new session (UUID prefixes),
-    what changed, and the mail state (pending, sent, skipped, none).
+    what changed, and the mail state (pending, sent, skipped, refused, none).
     """
     with context.reading() as con:
         reports = list_reports(con)
@@ -113,7 +113,7 @@ def run_list_reports(context: Context) -> int:
         context.say("no reports stored yet")
     for report in reports:
         mail = f"mail {report.mail_state}"
-        if report.mail_state == "pending" and report.last_error:
+        if report.mail_state in ("pending", "refused") and report.last_error:
             mail += f" ({report.attempts} attempts; last error: {report.last_error})"
         context.say(f"{report.uuid} {local_time(report.created)} "
                     f"{report.old_uuid[:8]}->{report.new_uuid[:8]} "
