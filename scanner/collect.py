@@ -59,12 +59,15 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
                              paranoid=paranoid or reselect, chain_key=chain_key(config))
     # The last session's size: what the walk will likely find, for an ETA.
     progress = Progress(expected=scalar(con, "SELECT item_count FROM sessions ORDER BY id DESC LIMIT 1") or 0)
+    commands = None
     try:
+        # Commands mostly wait (on systemctl, say): they run while the files are walked.
+        commands = command.start(config) if config.enabled("command") else None
         if settings is not None:
             _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
         elif config.enabled("conffile"):
             builder.warn("conffile: [file] is disabled, so no file content is stored")
-        for name, run in _other_collectors():
+        for name, run in _other_collectors(commands):
             if config.enabled(name):
                 try:
                     run(config, builder)
@@ -72,6 +75,8 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
                     # The host cannot serve this collector (no /proc, say): the session still counts.
                     builder.warn(f"{name}: cannot collect: {error}")
     except BaseException:
+        if commands is not None:
+            commands.abandon()
         builder.discard()  # no staged scan data outlives a failed run
         raise
     session = builder.commit(host=host)
@@ -81,9 +86,11 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
     return CollectResult(session, progress, builder.warnings)
 
 
-def _other_collectors() -> list[tuple[str, Callable[[Config, SessionBuilder], None]]]:
-    """Collectors beyond files, by section name, in the order they run."""
-    return [("command", command.run), ("sysinfo", sysinfo.run), ("wtmp", logins.run)]
+def _other_collectors(commands: command.RunningCommands | None
+                      ) -> list[tuple[str, Callable[[Config, SessionBuilder], None]]]:
+    """Collectors beyond files, by section name, in the order they are staged."""
+    return [("command", lambda _config, builder: command.stage(commands, builder)),
+            ("sysinfo", sysinfo.run), ("wtmp", logins.run)]
 
 
 def _collect_files(settings: FileSettings, selector: ContentSelector | None,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import configparser
 import os
+import signal
+import subprocess
 import time
 
 import orjson
 import pytest
 
+from conftest import SYSCHANGEMON
 from scanner.collectors.command import CommandSpec, run_commands
 from scanner.config import embedded_config_dir
 
@@ -130,15 +133,40 @@ def test_timeout_kills_the_whole_process_group(host) -> None:
     assert found["note"] == "timed out after 0.5 s; process group killed"
     assert found["stdout"] == b"started\n"
     assert any("command://slow: timed out" in w for w in warnings(host))
-    leftovers = []
+    assert sleeping(marker) == []
+
+
+def test_interrupted_collect_kills_the_commands_it_started(host) -> None:
+    marker = f"{os.getpid() % 1000}.{time.time_ns() % 997}"
+    host.configure(plugins=only(f"command.slow = sleep 9{marker}\n", extra="timeout = 120\n"))
+    # Ctrl-C as on a terminal (a shell's background job would otherwise inherit "ignore").
+    process = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not sleeping(marker):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    # Waiting out the command (900 s, or the 120 s timeout) would fail here.
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr == "syschangemon: interrupted; nothing of this run was stored\n"
+    assert sleeping(marker) == []
+    assert host.query("SELECT count(*) FROM sessions") == [(0,)]
+
+
+def sleeping(marker: str) -> list[bytes]:
+    """Command lines of the processes still running ``sleep`` with this marker."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
         if marker.encode() in cmdline and b"sleep" in cmdline:
-            leftovers.append(cmdline)
-    assert leftovers == []
+            found.append(cmdline)
+    return found
 
 
 def test_output_is_capped_without_blocking_the_command(host) -> None:

@@ -14,7 +14,9 @@ descriptor but 0-2 closed, and an environment of only
 depend on who ran syschangemon. stdout and stderr are read together as they come;
 bytes past ``max_output`` are read and dropped, so a chatty command never blocks
 and never costs more memory than the cap. At the timeout the process group is
-killed with SIGKILL. A few commands run at a time, in threads.
+killed with SIGKILL. A few commands run at a time, in threads, started before the
+file walk (``start``) so that their waiting overlaps it; a collect that fails kills
+the ones still running.
 
 Before storing, output is decoded as UTF-8 (invalid bytes replaced), then
 ``command.<name>.scrub`` matches are replaced by ``*`` (see conffile.mask for how
@@ -28,6 +30,7 @@ import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ PARALLEL = 4
 _CHUNK = 65536
 #: After both streams end, how long a command may still take to exit past its deadline.
 _EXIT_GRACE = 0.1
+#: How soon a running command notices that the collect gave up on it.
+_STOP_POLL = 0.25
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,12 @@ def command_specs(config: Config) -> tuple[list[CommandSpec], int]:
     return specs, max_output
 
 
-def run_command(spec: CommandSpec, max_output: int) -> CommandOutput:
-    """Run one command as described in the module docstring; never raises for its failure."""
+def run_command(spec: CommandSpec, max_output: int,
+                stop: threading.Event | None = None) -> CommandOutput:
+    """Run one command as described in the module docstring; never raises for its failure.
+
+    Setting ``stop`` ends it early, as a timeout would.
+    """
     try:
         process = subprocess.Popen(
             ["/bin/sh", "-c", spec.shell], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -122,12 +131,9 @@ def run_command(spec: CommandSpec, max_output: int) -> CommandOutput:
     except OSError as error:
         return CommandOutput(b"", b"", None, (f"cannot start /bin/sh: {error.strerror}",))
     deadline = time.monotonic() + spec.timeout
-    (out, out_dropped), (err, err_dropped), finished = _read_both(process, deadline, max_output)
-    if finished:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), _EXIT_GRACE))
-        except subprocess.TimeoutExpired:
-            finished = False  # closed its output but kept running
+    (out, out_dropped), (err, err_dropped), finished = _read_both(process, deadline, max_output, stop)
+    # A command that closed its output but keeps running counts as timed out.
+    finished = finished and _exited(process, deadline, stop)
     notes = []
     if not finished:
         # Not reaped yet, so the group id cannot have been reused by now.
@@ -148,9 +154,10 @@ def run_command(spec: CommandSpec, max_output: int) -> CommandOutput:
     return CommandOutput(bytes(out), bytes(err), status, tuple(notes))
 
 
-def _read_both(process: subprocess.Popen, deadline: float,
-               cap: int) -> tuple[tuple[bytearray, int], tuple[bytearray, int], bool]:
-    """Read stdout and stderr until both end or the deadline passes; keep ``cap`` bytes each.
+def _read_both(process: subprocess.Popen, deadline: float, cap: int,
+               stop: threading.Event | None) -> tuple[tuple[bytearray, int], tuple[bytearray, int], bool]:
+    """Read stdout and stderr until both end, the deadline passes or ``stop`` is set; keep
+    ``cap`` bytes each.
 
     Returns (stdout, dropped), (stderr, dropped) and whether both streams ended.
     """
@@ -160,7 +167,7 @@ def _read_both(process: subprocess.Popen, deadline: float,
         for stream in kept:
             selector.register(stream, selectors.EVENT_READ)
         while selector.get_map():
-            remaining = deadline - time.monotonic()
+            remaining = _wait_step(deadline, stop)
             if remaining <= 0:
                 break
             for key, _ in selector.select(remaining):
@@ -179,6 +186,25 @@ def _read_both(process: subprocess.Popen, deadline: float,
             (kept[process.stderr], dropped[process.stderr]), finished)
 
 
+def _exited(process: subprocess.Popen, deadline: float, stop: threading.Event | None) -> bool:
+    """Wait for the exit until the deadline (at least a short grace) or until ``stop``."""
+    deadline = max(deadline, time.monotonic() + _EXIT_GRACE)
+    while (step := _wait_step(deadline, stop)) > 0:
+        try:
+            process.wait(timeout=step)
+            return True
+        except subprocess.TimeoutExpired:
+            pass
+    return process.poll() is not None
+
+
+def _wait_step(deadline: float, stop: threading.Event | None) -> float:
+    """How long to wait next: until the deadline, in short steps while ``stop`` may come; 0 to give up."""
+    if stop is None:
+        return deadline - time.monotonic()
+    return 0.0 if stop.is_set() else min(deadline - time.monotonic(), _STOP_POLL)
+
+
 def normalize(spec: CommandSpec, output: bytes) -> bytes:
     """stdout as stored: UTF-8, scrubbed, and sorted when the spec says so."""
     text = output.decode("utf-8", errors="replace")
@@ -190,19 +216,47 @@ def normalize(spec: CommandSpec, output: bytes) -> bytes:
     return text.encode("utf-8")
 
 
+class RunningCommands:
+    """Configured commands running in threads, PARALLEL at a time, while the collect goes on."""
+
+    def __init__(self, specs: list[CommandSpec], max_output: int) -> None:
+        self.specs = specs
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(min(PARALLEL, len(specs)), 1),
+                                        thread_name_prefix="command")
+        self._futures = [self._pool.submit(run_command, spec, max_output, self._stop)
+                         for spec in specs]
+
+    def outputs(self) -> list[CommandOutput]:
+        """Wait for every command; the outputs in the order of the specs.
+
+        When the wait is interrupted (Ctrl-C), the commands keep running until abandon().
+        """
+        outputs = [future.result() for future in self._futures]
+        self._pool.shutdown()
+        return outputs
+
+    def abandon(self) -> None:
+        """Kill the commands still running and drop those not started (the collect failed)."""
+        self._stop.set()
+        self._pool.shutdown(cancel_futures=True)
+
+
 def run_commands(specs: list[CommandSpec], max_output: int) -> list[CommandOutput]:
     """Run the commands, PARALLEL at a time; results in the order of ``specs``."""
-    if not specs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(specs))) as pool:
-        return list(pool.map(lambda spec: run_command(spec, max_output), specs))
+    return RunningCommands(specs, max_output).outputs()
 
 
-def run(config: Config, builder: SessionBuilder) -> None:
-    """Collector entry point: run every configured command and stage its item."""
+def start(config: Config) -> RunningCommands:
+    """Start every command of [command] (ConfigError first if one is badly set)."""
     specs, max_output = command_specs(config)
+    return RunningCommands(specs, max_output)
+
+
+def stage(running: RunningCommands, builder: SessionBuilder) -> None:
+    """Wait for the started commands and stage their items."""
     rows = []
-    for spec, output in zip(specs, run_commands(specs, max_output)):
+    for spec, output in zip(running.specs, running.outputs()):
         url = f"command://{spec.name}"
         stdout = normalize(spec, output.stdout)
         stderr = output.stderr.decode("utf-8", errors="replace").encode("utf-8")
