@@ -10,6 +10,7 @@ counts them and decides what to hand out next.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import sys
 from collections import deque
@@ -109,7 +110,7 @@ class WorkerPool:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=prestart(),
                                             initializer=worker.init_worker,
-                                            initargs=(self.options, self.spec))
+                                            initargs=(self.options, self.spec, os.getpid()))
 
     def walk(self, bases: list[str], *, with_details: bool) -> Iterator[TaskResult]:
         """Walk the tree below ``bases``; yields each task's result as it arrives."""

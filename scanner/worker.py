@@ -9,6 +9,9 @@ parent free.
 
 from __future__ import annotations
 
+import os
+import select
+import threading
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -42,13 +45,37 @@ class TaskResult(NamedTuple):
     unread: list = []            # (url, st_mode, inode, device) walked but left to hash tasks
 
 
-def init_worker(options: dict[str, Any], spec: WalkSpec | None) -> None:
+def init_worker(options: dict[str, Any], spec: WalkSpec | None, parent: int) -> None:
     """Pool initializer: keep the hashing options, the staging directory and the walk
-    spec for every later task."""
+    spec for every later task, and end with the ``parent`` process."""
     global _walker, _staging
+    _exit_with(parent)
     hasher.init_worker(options)
     _staging = options["staging"]
     _walker = Walker(spec) if spec is not None else None
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker as soon as the process that started the pool is gone.
+
+    A collect killed by SIGKILL (the OOM killer, a timeout) sends its workers nothing:
+    they are the forkserver's children, not its own, and a worker waiting for a task
+    holds both ends of the task pipe, so it would wait forever, and the forkserver
+    with it (each worker holds its "alive" pipe). A thread waits on a pidfd of the
+    parent instead; once the workers are gone, the forkserver ends too.
+    """
+    try:
+        handle = os.pidfd_open(parent)
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:
+        return  # no pidfd (Linux < 5.3): a killed run may leave idle workers behind
+
+    def watch() -> None:
+        select.select([handle], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def bases_task(paths: list[str], with_details: bool) -> TaskResult:

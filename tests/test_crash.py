@@ -95,6 +95,35 @@ def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
     host.run("collect")
 
 
+def test_a_killed_collect_leaves_no_process_behind(host):
+    """SIGKILL gives a collect no chance to stop its workers: they must notice and end,
+    and the forkserver after them, or each killed cron run would leave three behind."""
+    make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(32768) for i in range(400)} for d in range(25)})
+    run = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    helpers: list[int] = []
+    while time.monotonic() < deadline and len(helpers) < 3:  # forkserver and two workers
+        helpers = _descendants(run.pid)
+        time.sleep(0.01)
+    assert len(helpers) >= 3, f"no workers seen: {helpers}"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 20
+    while (alive := [pid for pid in helpers if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has ended; its parent will reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _children_of(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as handle:
