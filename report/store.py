@@ -96,6 +96,22 @@ def find_report(con: duckdb.DuckDBPyConnection, uuid: str | None) -> ReportInfo:
     return _info(rows[0])
 
 
+#: The newest stored session that a stored report reached, else the newest session.
+_LAST_REPORTED = """
+SELECT uuid FROM sessions
+WHERE id = coalesce((SELECT max(new_session) FROM reports
+                     WHERE new_session IN (SELECT id FROM sessions)),
+                    (SELECT max(id) FROM sessions))
+"""
+
+
+def last_reported_session(con: duckdb.DuckDBPyConnection) -> str | None:
+    """UUID of the newest session a stored report compared up to (the newest session when
+    no stored report reaches a stored session); None when no session is stored."""
+    row = first_row(con, _LAST_REPORTED)
+    return row[0] if row else None
+
+
 def load_model(con: duckdb.DuckDBPyConnection, uuid: str) -> dict:
     """The stored model of the report ``uuid`` (exact UUID, as find_report returns it)."""
     row = first_row(con, "SELECT model FROM reports WHERE uuid = $uuid", {"uuid": uuid})

@@ -11,7 +11,8 @@ import duckdb
 from report.diff import DiffSettings, compute_diff, diff_settings
 from report.model import build_model, summary
 from report.render import FORMATS, render
-from report.store import ReportInfo, find_report, list_reports, load_model, save_report
+from report.store import (ReportInfo, find_report, last_reported_session, list_reports, load_model,
+                          save_report)
 from scanner.collect import collect
 from scanner.commands.collect import add_collect_arguments
 from scanner.commands.context import Command, Context
@@ -21,7 +22,7 @@ from scanner.config import Config
 from scanner.errors import ExitCode
 from scanner.pool import prestart
 from scanner.retention import cleanup
-from scanner.store import SessionInfo, find_session, scalar, select_sessions
+from scanner.store import SessionInfo, find_session, select_sessions
 from scanner.timefmt import local_time
 from scanner.values import parse_csv
 
@@ -128,13 +129,17 @@ def run_run(context: Context) -> int:
     all for a clean run or with --quiet (warnings of the scan are in the report).
     The first run on a host collects the baseline and says so. Exits 1 when changes
     were found, 0 when there were none (and for the baseline).
+
+    The new session is compared with the last one a stored report reached, which
+    is the one before it unless a collect was run by hand since, or a run was
+    killed after its collect: no change goes unreported.
     """
     fmt = report_format(context.args)
     session_keep, report_keep = retention_settings(context)
     settings = diff_settings(context.config)  # a bad setting fails before the long scan
     prestart()  # the workers warm up while the database opens
     with context.writing() as con:
-        previous = scalar(con, "SELECT uuid FROM sessions ORDER BY id DESC LIMIT 1")
+        previous = last_reported_session(con)
         result = collect(context.config, con, paranoid=context.args.paranoid)
         new = result.session
         if previous is None:
