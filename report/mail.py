@@ -270,12 +270,13 @@ def _tls_context(settings: MailSettings) -> ssl.SSLContext:
 
 
 def _refused_for_good(exc: BaseException) -> bool:
-    """Whether the server refused this very message, so that sending it again cannot help.
+    """Whether the server refused the message itself, for good.
 
-    A 5xx reply to the message data (552 too big, 554 content rejected), or 552 to a MAIL
-    FROM that declared the message's SIZE, is about this message. 5xx replies to the
-    connection, AUTH or the recipients are about the settings: they would refuse every
-    report alike, so those reports wait for the settings to be mended.
+    A 5xx reply to the message data (552 too big, 554 content rejected), or 552 to its
+    MAIL FROM (smtplib declares the SIZE to a server that announces the extension), may
+    be about this message, or about the settings (a sender the server will not take);
+    the queue tells which (report/outbox.py). 5xx replies to the connection, AUTH or
+    the recipients are about the settings: those reports wait, and stop the queue.
     """
     if isinstance(exc, smtplib.SMTPDataError):
         return 500 <= exc.smtp_code < 600

@@ -10,11 +10,14 @@ the same timeout, and the next run retries them all in order. A server that took
 message but refused some recipients counts as sent (the others have it; sending again
 would repeat it to them on every run) and is still reported as a failure.
 
-A server that refuses the message itself for good (a 5xx reply to its data: too big,
-taken for spam) would refuse it again on every run, and the reports behind it would
-never go out. Such a report becomes 'refused', as a mail server bounces a message: it is
-not retried, the queue goes on, retention keeps it like a pending one, and
-``email-report -r`` sends it again once the cause is mended.
+A server that refuses the message itself (a 5xx reply to its data: too big, taken for
+spam) does not stop the queue: the reports behind it are tried too. If the server
+takes any of them, the refusal was about what the refused reports hold, and would come
+again on every run: they become 'refused', as a mail server bounces a message. They are
+not retried, retention keeps them like pending ones, and ``email-report -r`` sends one
+again once the cause is mended. If the server takes none, the refusal may as well be
+about the settings (a sender the server does not accept, DMARC): the reports stay
+pending and go out once the settings are mended.
 """
 
 from __future__ import annotations
@@ -44,12 +47,7 @@ _FAILED = """
 UPDATE reports SET last_error = $error, attempts = coalesce(attempts, 0) + 1
 WHERE uuid = $uuid
 """
-#: A report sent again with -r keeps its state (sent, skipped) when it is refused.
-_REFUSED = """
-UPDATE reports SET mail_state = CASE mail_state WHEN 'pending' THEN 'refused' ELSE mail_state END,
-                   last_error = $error, attempts = coalesce(attempts, 0) + 1
-WHERE uuid = $uuid
-"""
+_REFUSED = "UPDATE reports SET mail_state = 'refused' WHERE uuid = $uuid AND mail_state = 'pending'"
 _SKIPPED = "UPDATE reports SET mail_state = 'skipped' WHERE uuid = $uuid AND mail_state = 'pending'"
 
 
@@ -118,21 +116,14 @@ def send_report(con: duckdb.DuckDBPyConnection, outbox: Outbox, report: ReportIn
                 debug: bool = False) -> None:
     """Mail one report once, whatever its mail_state, and record the outcome in its row.
 
-    Raises DeliveryError naming the report when the server did not take it; the row then
-    keeps its mail_state (a pending report stays pending) with attempts and last_error.
-    RefusedError when the server refused the message for good: a pending report becomes
-    'refused' and is not retried.
+    Raises DeliveryError naming the report when the server did not take it (RefusedError
+    when it refused the message itself); the row then keeps its mail_state (a pending
+    report stays pending) with attempts and last_error.
     """
     uuid = report.uuid
     message = compose(outbox, load_model(con, uuid))
     try:
         deliver(outbox.settings, message, debug=debug)
-    except RefusedError as exc:
-        con.execute(_REFUSED, {"uuid": uuid, "error": str(exc)})
-        again = (" and is not retried (print it with: syschangemon print-report -r "
-                 f"{uuid}; resend it with: syschangemon email-report -r {uuid})"
-                 if report.mail_state == "pending" else "")
-        raise RefusedError(f"report {uuid} refused{again}: {exc}") from None
     except DeliveryError as exc:
         error = str(exc)
         if error.endswith(PARTIAL_DELIVERY):
@@ -140,7 +131,10 @@ def send_report(con: duckdb.DuckDBPyConnection, outbox: Outbox, report: ReportIn
             raise DeliveryError(f"report {uuid} mailed, but {error}") from None
         con.execute(_FAILED, {"uuid": uuid, "error": error})
         kept = " (kept for the next run)" if report.mail_state == "pending" else ""
-        raise DeliveryError(f"report {uuid} not mailed{kept}: {error}") from None
+        message = f"report {uuid} not mailed{kept}: {error}"
+        if isinstance(exc, RefusedError):
+            raise RefusedError(message, reason=error) from None
+        raise DeliveryError(message) from None
     con.execute(_SENT, {"uuid": uuid, "error": None, "now": _now()})
 
 
@@ -156,14 +150,16 @@ def pending_reports(con: duckdb.DuckDBPyConnection) -> list[ReportInfo]:
 
 def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: bool,
                  debug: bool = False) -> QueueResult:
-    """Mail every pending report, oldest first, until one fails and stays pending.
+    """Mail every pending report, oldest first, until a delivery fails for a reason
+    other than a refusal of the message (see the module docstring for refusals).
 
     With ``skip_empty`` a pending report without changes is marked skipped instead.
-    A report the server refused for good, or took for only some recipients, does not
-    stop the queue. The failures are returned, not raised, so that the caller can first
-    say what was sent.
+    The failures are returned, not raised, so that the caller can first say what was
+    sent.
     """
     result = QueueResult()
+    refused: list[tuple[str, RefusedError]] = []
+    accepted = False
     for info in pending_reports(con):
         if skip_empty and info.is_empty:
             skip_report(con, info.uuid)
@@ -172,14 +168,24 @@ def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: 
         try:
             send_report(con, outbox, info, debug=debug)
         except RefusedError as exc:
-            result.errors.append(exc)
-            result.done.append(Outcome(info.uuid, "refused"))
+            refused.append((info.uuid, exc))
             continue
         except DeliveryError as exc:
             result.errors.append(exc)
             if not str(exc).endswith(PARTIAL_DELIVERY):
                 break
+        accepted = True
         result.done.append(Outcome(info.uuid, "sent"))
+    if not accepted:
+        result.errors[:0] = [exc for _, exc in refused]  # they stay pending
+        return result
+    for uuid, exc in refused:
+        con.execute(_REFUSED, {"uuid": uuid})
+        result.done.append(Outcome(uuid, "refused"))
+    result.errors[:0] = [RefusedError(
+        f"report {uuid} refused while the server takes other reports, so it is not retried "
+        f"(print it with: syschangemon print-report -r {uuid}; resend it with: "
+        f"syschangemon email-report -r {uuid}): {exc.reason}") for uuid, exc in refused]
     return result
 
 

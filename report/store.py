@@ -16,9 +16,9 @@ import duckdb
 import orjson
 
 from scanner.errors import NotFoundError
+from scanner.schema import MAIL_STATES
 from scanner.store import first_row
 
-MAIL_STATES = ("pending", "sent", "skipped", "refused", "none")
 
 #: Report rows with the session UUIDs read from the model (the sessions may be gone).
 _SELECT = """
@@ -96,18 +96,19 @@ def find_report(con: duckdb.DuckDBPyConnection, uuid: str | None) -> ReportInfo:
     return _info(rows[0])
 
 
-#: The newest stored session that a stored report reached, else the newest session.
+#: The newest stored session that a stored report reached, else the oldest session.
 _LAST_REPORTED = """
 SELECT uuid FROM sessions
 WHERE id = coalesce((SELECT max(new_session) FROM reports
                      WHERE new_session IN (SELECT id FROM sessions)),
-                    (SELECT max(id) FROM sessions))
+                    (SELECT min(id) FROM sessions))
 """
 
 
 def last_reported_session(con: duckdb.DuckDBPyConnection) -> str | None:
-    """UUID of the newest session a stored report compared up to (the newest session when
-    no stored report reaches a stored session); None when no session is stored."""
+    """UUID of the newest session a stored report compared up to; when no stored report
+    reaches a stored session (nothing reported since the baseline, or since a reset),
+    the oldest stored session. None when no session is stored."""
     row = first_row(con, _LAST_REPORTED)
     return row[0] if row else None
 

@@ -24,6 +24,8 @@ class ExitCode(enum.IntEnum):
     NO_BASELINE = 8  #: diff needs two sessions and only a baseline exists
     TAMPERED = 9  #: verify found stored history that no longer matches its digests
     INTERNAL = 70  #: a bug: EX_SOFTWARE from sysexits.h
+    INTERRUPTED = 130  #: Ctrl-C (128 + SIGINT); what was under way is not stored
+    TERMINATED = 143  #: SIGTERM (128 + SIGTERM); likewise
 
 
 class SysChangeMonError(Exception):
@@ -79,7 +81,11 @@ class DeliveryError(SysChangeMonError):
 
 
 class RefusedError(DeliveryError):
-    """The server refused the message itself (5xx to its data or size): resending cannot help."""
+    """The server refused the message itself (a 5xx reply to its data or size)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message  #: what the server said, without the report's UUID
 
 
 class TamperedError(SysChangeMonError):
@@ -92,3 +98,13 @@ class NoBaselineError(SysChangeMonError):
     """Only one session exists, so there is nothing to compare it with."""
 
     exit_code = ExitCode.NO_BASELINE
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (systemd stopping the unit, kill, a timeout wrapper).
+
+    A BaseException like KeyboardInterrupt, so that no ``except Exception`` takes it
+    for an error of its own: the command unwinds as it does on Ctrl-C (the transaction
+    under way rolled back, staged rows removed, running commands and workers stopped,
+    the lock released).
+    """

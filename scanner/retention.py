@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import duckdb
 
 from scanner.chain import anchor
+from scanner.schema import UNSENT_MAIL_STATES
 from scanner.store import first_row, scalar, transaction
 
 _DROP_SESSIONS = "DELETE FROM sessions WHERE id < $cutoff"
@@ -18,8 +19,8 @@ DELETE FROM contents WHERE digest NOT IN (
     UNION SELECT stderr FROM versions WHERE stderr IS NOT NULL)
 """
 #: Unsent reports are kept whatever their age: an outage or a refusal must not lose an alert.
-_DROP_REPORTS = """
-DELETE FROM reports WHERE coalesce(mail_state, 'none') NOT IN ('pending', 'refused') AND uuid NOT IN (
+_DROP_REPORTS = f"""
+DELETE FROM reports WHERE coalesce(mail_state, 'none') NOT IN ({', '.join(map(repr, UNSENT_MAIL_STATES))}) AND uuid NOT IN (
     SELECT uuid FROM reports ORDER BY created DESC LIMIT $keep)
 """
 

@@ -72,6 +72,11 @@ CONTENT_COLUMNS: tuple[Column, ...] = (
     Column("size", "BIGINT", "length of data"),
 )
 
+#: reports.mail_state values; the unsent ones are alerts nobody has received yet,
+#: which retention keeps whatever their age.
+MAIL_STATES = ("pending", "sent", "skipped", "refused", "none")
+UNSENT_MAIL_STATES = ("pending", "refused")
+
 REPORT_COLUMNS: tuple[Column, ...] = (
     Column("uuid", "VARCHAR", "report UUID"),
     Column("old_session", "INTEGER", "id of the older session"),

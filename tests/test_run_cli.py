@@ -137,20 +137,26 @@ def test_run_is_silent_under_cron_unless_something_changed(host):
 def test_run_reports_what_a_collect_without_report_saw(host):
     """A run killed after its collect (or a collect by hand) leaves a session that no
     report covers: the next run compares from the last reported session instead."""
+    def sessions() -> list[str]:
+        return [uuid for uuid, in host.query("SELECT uuid FROM sessions ORDER BY id")]
+
+    def run_changes(old: str) -> set[str]:
+        model = orjson.loads(host.run("run", "--format", "json", expect=1).stdout)
+        assert model["sessions"]["old"]["uuid"] == old
+        return {change["url"].rsplit("/", 1)[-1] for change in model["changes"]}
+
     populate(host)
-    host.run("run")
-    host.run("run")
+    host.run("run")  # the baseline
     change_tree(host.tree)
     host.run("collect")  # what a run killed between its collect and its report leaves
-    sessions = [uuid for uuid, in host.query("SELECT uuid FROM sessions ORDER BY id")]
-    changed = host.run("run", "--format", "json", expect=1)
-    model = orjson.loads(changed.stdout)
-    assert model["sessions"]["old"]["uuid"] == sessions[1]
-    assert f"file://{host.tree}/new.txt" in {change["url"] for change in model["changes"]}
-    # A report on older sessions made by hand does not take the next run back there.
-    host.run("diff", "-o", sessions[0], "-u", sessions[1])
-    clean = host.run("run", "--format", "json")
-    assert clean.stdout == ""
+    # No report yet: from the baseline.
+    assert "new.txt" in run_changes(old=sessions()[0])
+    (host.tree / "later.txt").write_text("later\n")
+    host.run("collect")
+    assert run_changes(old=sessions()[2]) == {"later.txt"}
+    # A report made by hand on older sessions does not take the next run back there.
+    host.run("diff", "-o", sessions()[0], "-u", sessions()[1], expect=1)
+    assert host.run("run", "--format", "json").stdout == ""
     [(old,)] = host.query("SELECT old_session FROM reports ORDER BY created DESC LIMIT 1")
     assert old == host.query("SELECT max(id) - 1 FROM sessions")[0][0]
 

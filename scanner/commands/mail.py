@@ -23,7 +23,8 @@ def _skipped(uuid: str) -> str:
 
 
 def mail_queue(context: Context, con: duckdb.DuckDBPyConnection, *, announce: bool) -> None:
-    """Mail every pending report, oldest first; raise the DeliveryError that stopped it.
+    """Mail every pending report, oldest first; raise the last DeliveryError met (the
+    others are printed as error lines first).
 
     Says what was mailed or skipped (or that mail is off) only when ``announce`` is set.
     """
@@ -58,11 +59,11 @@ def run_email_report(context: Context) -> int:
     [syschangemon] mail_handler = sendmail) accepted it. Until then it stays
     pending: cleanup keeps it and the next email-report or run retries it. When a
     delivery fails, the reports after it wait too; one line names the report and
-    the server, and the exit status is 6. A report that the server refuses for
-    good (a 5xx reply to the message: too big, taken for spam) becomes "refused"
-    instead, as a bounce: it is not retried, the reports after it still go out,
-    cleanup keeps it, and -r sends it again. Prints "report <uuid> mailed to N
-    recipients" for each report sent.
+    the server, and the exit status is 6. When the server refuses a message itself
+    (a 5xx reply to it: too big, taken for spam), the reports after it are tried
+    anyway; if the server takes one of them, the refused ones become "refused", as
+    a bounce: not retried, kept by cleanup, sent again by -r. Prints "report <uuid>
+    mailed to N recipients" for each report sent.
 
     -r UUID mails that report whatever its state, so it also resends a report
     that was mailed before. -s/--skip-empty-mail marks reports without changes as
@@ -71,7 +72,7 @@ def run_email_report(context: Context) -> int:
 
     run ends with the same step, silent unless it printed a text report: a clean
     run under cron prints nothing, --format json/ndjson/html output stays
-    parseable, and a failed delivery is the one line of an error.
+    parseable, and each failed delivery is a line of an error.
     """
     outbox = outbox_from_config(context.config)
     if outbox is None:

@@ -22,6 +22,7 @@ from scanner.config import Config
 from scanner.errors import ExitCode
 from scanner.pool import prestart
 from scanner.retention import cleanup
+from scanner.schema import UNSENT_MAIL_STATES
 from scanner.store import SessionInfo, find_session, select_sessions
 from scanner.timefmt import local_time
 from scanner.values import parse_csv
@@ -114,7 +115,7 @@ def run_list_reports(context: Context) -> int:
         context.say("no reports stored yet")
     for report in reports:
         mail = f"mail {report.mail_state}"
-        if report.mail_state in ("pending", "refused") and report.last_error:
+        if report.mail_state in UNSENT_MAIL_STATES and report.last_error:
             mail += f" ({report.attempts} attempts; last error: {report.last_error})"
         context.say(f"{report.uuid} {local_time(report.created)} "
                     f"{report.old_uuid[:8]}->{report.new_uuid[:8]} "
@@ -130,9 +131,11 @@ def run_run(context: Context) -> int:
     The first run on a host collects the baseline and says so. Exits 1 when changes
     were found, 0 when there were none (and for the baseline).
 
-    The new session is compared with the last one a stored report reached, which
-    is the one before it unless a collect was run by hand since, or a run was
-    killed after its collect: no change goes unreported.
+    The new session is compared with the last one a stored report reached (the
+    oldest stored one if none did), which is the one before it unless a collect
+    was run by hand since, or a run was killed after its collect: no change goes
+    unreported. Should the report of that span fail (the error says why),
+    "syschangemon diff" reports the two newest sessions, and runs go on from there.
     """
     fmt = report_format(context.args)
     session_keep, report_keep = retention_settings(context)
