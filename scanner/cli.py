@@ -10,6 +10,7 @@ import argparse
 import inspect
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import duckdb
 
 from scanner import __version__
 from scanner.commands import COMMANDS, Context
-from scanner.errors import ExitCode, SysChangeMonError
+from scanner.errors import ExitCode, SysChangeMonError, Terminated
 from scanner.logsetup import LOGGER
 
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
@@ -34,6 +35,8 @@ EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
         (ExitCode.NO_BASELINE, "diff: only one session exists"),
         (ExitCode.TAMPERED, "verify: stored history no longer matches its hash chain"),
         (ExitCode.INTERNAL, "internal error (a bug: please report it with --debug output)"),
+        (ExitCode.INTERRUPTED, "interrupted (Ctrl-C); what was under way is not stored"),
+        (ExitCode.TERMINATED, "terminated (SIGTERM); what was under way is not stored"),
     ))
 
 
@@ -94,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     context = Context(args=args, stdout=sys.stdout, stderr=sys.stderr)
     log = logging.getLogger(LOGGER)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         context.start_logging()
         log.info("%s started", args.command)
@@ -112,8 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syschangemon: error: database: {_one_line(error)}", file=sys.stderr)
         return ExitCode.STORAGE
     except KeyboardInterrupt:
-        print("syschangemon: interrupted; nothing of this run was stored", file=sys.stderr)
-        return 130
+        print("syschangemon: interrupted; what was under way is not stored", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Terminated:
+        print("syschangemon: terminated; what was under way is not stored", file=sys.stderr)
+        return ExitCode.TERMINATED
     except BrokenPipeError:
         sys.stderr.close()
         return ExitCode.OK
@@ -124,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syschangemon: internal error: {type(error).__name__}: {_one_line(error)} "
               "(run with --debug for details)", file=sys.stderr)
         return ExitCode.INTERNAL
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    # Python's default for SIGTERM is to die on the spot: no rollback message, staged
+    # rows and running commands left behind. Unwind as on Ctrl-C instead.
+    raise Terminated()
 
 
 def _one_line(error: BaseException) -> str:

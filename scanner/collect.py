@@ -75,9 +75,12 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
                     # The host cannot serve this collector (no /proc, say): the session still counts.
                     builder.warn(f"{name}: cannot collect: {error}")
     except BaseException:
-        if commands is not None:
-            commands.abandon()
-        builder.discard()  # no staged scan data outlives a failed run
+        # Both, even when a second Ctrl-C comes while one of them is under way.
+        try:
+            builder.discard()  # no staged scan data outlives a failed run
+        finally:
+            if commands is not None:
+                commands.abandon()
         raise
     session = builder.commit(host=host)
     if reselect:
@@ -88,9 +91,12 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
 
 def _other_collectors(commands: command.RunningCommands | None
                       ) -> list[tuple[str, Callable[[Config, SessionBuilder], None]]]:
-    """Collectors beyond files, by section name, in the order they are staged."""
-    return [("command", lambda _config, builder: command.stage(commands, builder)),
-            ("sysinfo", sysinfo.run), ("wtmp", logins.run)]
+    """Collectors beyond files, by section name, in the order they are staged (the
+    commands, started before the walk when [command] is enabled, are only waited for)."""
+    staged: list[tuple[str, Callable[[Config, SessionBuilder], None]]] = []
+    if commands is not None:
+        staged.append(("command", lambda _config, builder: command.stage(commands, builder)))
+    return staged + [("sysinfo", sysinfo.run), ("wtmp", logins.run)]
 
 
 def _collect_files(settings: FileSettings, selector: ContentSelector | None,

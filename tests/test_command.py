@@ -122,7 +122,7 @@ def test_missing_binary_is_a_warning_not_a_failure(host) -> None:
 
 
 def test_timeout_kills_the_whole_process_group(host) -> None:
-    marker = f"{os.getpid() % 1000}.{time.time_ns() % 997}"
+    marker = unique_marker()
     host.configure(plugins=only(f"command.slow = echo started; sleep 7{marker} & sleep 8{marker}\n"
                                 "command.slow.timeout = 0.5\n"))
     started = time.monotonic()
@@ -136,10 +136,43 @@ def test_timeout_kills_the_whole_process_group(host) -> None:
     assert sleeping(marker) == []
 
 
-def test_interrupted_collect_kills_the_commands_it_started(host) -> None:
-    marker = f"{os.getpid() % 1000}.{time.time_ns() % 997}"
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                               (signal.SIGTERM, 143, "terminated")])
+def test_interrupted_collect_kills_the_commands_it_started(host, signum, code, word) -> None:
+    marker = unique_marker()
     host.configure(plugins=only(f"command.slow = sleep 9{marker}\n", extra="timeout = 120\n"))
-    # Ctrl-C as on a terminal (a shell's background job would otherwise inherit "ignore").
+    process = start_collect(host, marker)
+    process.send_signal(signum)
+    # Waiting out the command (9,000 s or more; the 120 s timeout) would fail here.
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == code
+    assert stderr == f"syschangemon: {word}; what was under way is not stored\n"
+    assert sleeping(marker) == []
+    assert host.query("SELECT count(*) FROM sessions") == [(0,)]
+    assert not (host.storage / "staging").exists()
+
+
+def test_commands_of_a_killed_collect_still_end_at_their_timeout(host) -> None:
+    # SIGKILL leaves no thread to time the command out: GNU timeout does it.
+    marker = unique_marker()
+    host.configure(plugins=only(f"command.slow = sleep 9{marker}\n", extra="timeout = 1\n"))
+    process = start_collect(host, marker)
+    process.kill()
+    process.communicate()
+    deadline = time.monotonic() + 30
+    while sleeping(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sleeping(marker) == []
+
+
+def unique_marker() -> str:
+    """Digits that make this test's sleep commands (``sleep 9<marker>``: over 9,000 s) unique."""
+    return f"{os.getpid() % 1000:03d}.{time.time_ns() % 997}"
+
+
+def start_collect(host, marker: str) -> subprocess.Popen:
+    """A collect whose ``sleep 9<marker>`` command has started; Ctrl-C works in it, as on
+    a terminal (a shell's background job would otherwise inherit "ignore")."""
     process = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -147,13 +180,7 @@ def test_interrupted_collect_kills_the_commands_it_started(host) -> None:
     while not sleeping(marker):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    # Waiting out the command (900 s, or the 120 s timeout) would fail here.
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130
-    assert stderr == "syschangemon: interrupted; nothing of this run was stored\n"
-    assert sleeping(marker) == []
-    assert host.query("SELECT count(*) FROM sessions") == [(0,)]
+    return process
 
 
 def sleeping(marker: str) -> list[bytes]:

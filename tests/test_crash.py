@@ -98,15 +98,17 @@ def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
 def test_a_killed_collect_leaves_no_process_behind(host):
     """SIGKILL gives a collect no chance to stop its workers: they must notice and end,
     and the forkserver after them, or each killed cron run would leave three behind."""
+    host.configure(file_extra="workers = 2\n")
     make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(32768) for i in range(400)} for d in range(25)})
     run = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    helpers: list[int] = []
-    while time.monotonic() < deadline and len(helpers) < 3:  # forkserver and two workers
-        helpers = _descendants(run.pid)
+    # The resource tracker and the forkserver are children of collect, the workers are
+    # the forkserver's.
+    while time.monotonic() < deadline and len(_descendants(run.pid)) < 4:
         time.sleep(0.01)
-    assert len(helpers) >= 3, f"no workers seen: {helpers}"
+    helpers = _descendants(run.pid)
+    assert len(helpers) >= 4, f"not every worker seen: {helpers}"
     run.send_signal(signal.SIGKILL)
     run.wait()
     deadline = time.monotonic() + 20

@@ -79,6 +79,8 @@ def test_service_runs_once_idle_and_changes_found_is_success():
     assert service["IOSchedulingClass"] == "idle"
     assert "1" in service["SuccessExitStatus"].split()
     assert service["PrivateTmp"] == "yes" and service["NoNewPrivileges"] == "yes"
+    # SIGTERM to the run alone: it stops its commands and workers itself.
+    assert service["KillMode"] == "mixed"
 
 
 def test_service_hardening_leaves_the_filesystem_readable_and_var_writable():

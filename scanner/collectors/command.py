@@ -8,7 +8,8 @@ timeout), ``size`` the length of the stored stdout and ``note`` what went wrong
 (timeout, output cut, command not found).
 
 How a command runs: ``/bin/sh -c`` in a new session (so its whole process group
-can be killed), stdin from /dev/null, working directory /, every inherited file
+can be killed), under GNU timeout where installed (a backstop should this process
+be killed), stdin from /dev/null, working directory /, every inherited file
 descriptor but 0-2 closed, and an environment of only
 ``PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/`` so that output does not
 depend on who ran syschangemon. stdout and stderr are read together as they come;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -52,6 +54,8 @@ _CHUNK = 65536
 _EXIT_GRACE = 0.1
 #: How soon a running command notices that the collect gave up on it.
 _STOP_POLL = 0.25
+#: GNU timeout's deadline is later than ours by this much: normally ours comes first.
+_BACKSTOP = 5.0
 
 
 @dataclass(frozen=True)
@@ -117,15 +121,14 @@ def command_specs(config: Config) -> tuple[list[CommandSpec], int]:
     return specs, max_output
 
 
-def run_command(spec: CommandSpec, max_output: int,
-                stop: threading.Event | None = None) -> CommandOutput:
+def run_command(spec: CommandSpec, max_output: int, stop: threading.Event) -> CommandOutput:
     """Run one command as described in the module docstring; never raises for its failure.
 
     Setting ``stop`` ends it early, as a timeout would.
     """
     try:
         process = subprocess.Popen(
-            ["/bin/sh", "-c", spec.shell], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            _argv(spec), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=ENVIRONMENT, cwd="/", close_fds=True,
             start_new_session=True)
     except OSError as error:
@@ -154,8 +157,20 @@ def run_command(spec: CommandSpec, max_output: int,
     return CommandOutput(bytes(out), bytes(err), status, tuple(notes))
 
 
+def _argv(spec: CommandSpec) -> list[str]:
+    """``sh -c``, under GNU timeout where it is installed.
+
+    The command runs in a session of its own, and this process enforces its timeout.
+    If this process is killed (SIGKILL, the OOM killer), nothing would: timeout kills
+    the command's group a little after the deadline instead.
+    """
+    shell = ["/bin/sh", "-c", spec.shell]
+    timeout = shutil.which("timeout", path=ENVIRONMENT["PATH"])
+    return [timeout, "-s", "KILL", f"{spec.timeout + _BACKSTOP:g}s", *shell] if timeout else shell
+
+
 def _read_both(process: subprocess.Popen, deadline: float, cap: int,
-               stop: threading.Event | None) -> tuple[tuple[bytearray, int], tuple[bytearray, int], bool]:
+               stop: threading.Event) -> tuple[tuple[bytearray, int], tuple[bytearray, int], bool]:
     """Read stdout and stderr until both end, the deadline passes or ``stop`` is set; keep
     ``cap`` bytes each.
 
@@ -186,7 +201,7 @@ def _read_both(process: subprocess.Popen, deadline: float, cap: int,
             (kept[process.stderr], dropped[process.stderr]), finished)
 
 
-def _exited(process: subprocess.Popen, deadline: float, stop: threading.Event | None) -> bool:
+def _exited(process: subprocess.Popen, deadline: float, stop: threading.Event) -> bool:
     """Wait for the exit until the deadline (at least a short grace) or until ``stop``."""
     deadline = max(deadline, time.monotonic() + _EXIT_GRACE)
     while (step := _wait_step(deadline, stop)) > 0:
@@ -198,10 +213,9 @@ def _exited(process: subprocess.Popen, deadline: float, stop: threading.Event | 
     return process.poll() is not None
 
 
-def _wait_step(deadline: float, stop: threading.Event | None) -> float:
-    """How long to wait next: until the deadline, in short steps while ``stop`` may come; 0 to give up."""
-    if stop is None:
-        return deadline - time.monotonic()
+def _wait_step(deadline: float, stop: threading.Event) -> float:
+    """How long to wait next: until the deadline, in short steps so that ``stop`` is
+    seen; 0 to give up."""
     return 0.0 if stop.is_set() else min(deadline - time.monotonic(), _STOP_POLL)
 
 
