@@ -11,13 +11,14 @@ message but refused some recipients counts as sent (the others have it; sending 
 would repeat it to them on every run) and is still reported as a failure.
 
 A server that refuses the message itself (a 5xx reply to its data: too big, taken for
-spam) does not stop the queue: the reports behind it are tried too. If the server
-takes any of them, the refusal was about what the refused reports hold, and would come
-again on every run: they become 'refused', as a mail server bounces a message. They are
-not retried, retention keeps them like pending ones, and ``email-report -r`` sends one
-again once the cause is mended. If the server takes none, the refusal may as well be
-about the settings (a sender the server does not accept, DMARC): the reports stay
-pending and go out once the settings are mended.
+spam) does not stop the queue at once: the reports behind it are tried too. If the
+server takes a later one, the refusal was about what the refused report holds, and
+would come again on every run: it becomes 'refused', as a mail server bounces a
+message. It is not retried, retention keeps it like a pending one, and
+``email-report -r`` sends it again once the cause is mended. If the server takes none
+after it, the refusal may as well be about the settings (a sender the server does not
+accept, DMARC) or a quota: the report stays pending. Three refusals in a row end the
+pass, so that refusing settings cost three attempts a run, not one per waiting report.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _FAILED = """
 UPDATE reports SET last_error = $error, attempts = coalesce(attempts, 0) + 1
 WHERE uuid = $uuid
 """
+#: Refusals in a row after which a pass stops: by then the settings are the likelier cause.
+REFUSALS_IN_A_ROW = 3
 _REFUSED = "UPDATE reports SET mail_state = 'refused' WHERE uuid = $uuid AND mail_state = 'pending'"
 _SKIPPED = "UPDATE reports SET mail_state = 'skipped' WHERE uuid = $uuid AND mail_state = 'pending'"
 
@@ -159,7 +162,7 @@ def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: 
     """
     result = QueueResult()
     refused: list[tuple[str, RefusedError]] = []
-    accepted = False
+    bounced = 0  # refusals followed by an accepted report: about what those reports hold
     for info in pending_reports(con):
         if skip_empty and info.is_empty:
             skip_report(con, info.uuid)
@@ -169,23 +172,23 @@ def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: 
             send_report(con, outbox, info, debug=debug)
         except RefusedError as exc:
             refused.append((info.uuid, exc))
+            if len(refused) - bounced >= REFUSALS_IN_A_ROW:
+                break
             continue
         except DeliveryError as exc:
             result.errors.append(exc)
             if not str(exc).endswith(PARTIAL_DELIVERY):
                 break
-        accepted = True
+        bounced = len(refused)
         result.done.append(Outcome(info.uuid, "sent"))
-    if not accepted:
-        result.errors[:0] = [exc for _, exc in refused]  # they stay pending
-        return result
-    for uuid, exc in refused:
+    for uuid, exc in refused[:bounced]:
         con.execute(_REFUSED, {"uuid": uuid})
         result.done.append(Outcome(uuid, "refused"))
     result.errors[:0] = [RefusedError(
         f"report {uuid} refused while the server takes other reports, so it is not retried "
         f"(print it with: syschangemon print-report -r {uuid}; resend it with: "
-        f"syschangemon email-report -r {uuid}): {exc.reason}") for uuid, exc in refused]
+        f"syschangemon email-report -r {uuid}): {exc.reason}") for uuid, exc in refused[:bounced]]
+    result.errors[bounced:bounced] = [exc for _, exc in refused[bounced:]]  # still pending
     return result
 
 

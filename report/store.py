@@ -2,8 +2,8 @@
 model as JSON, so any format can be printed again later.
 
 Mail delivery state lives in the same row: ``mail_state`` is pending (to be mailed),
-sent, skipped (an empty report under --skip-empty-mail), refused (the server refused
-the message for good; not retried) or none (no mail configured);
+sent, skipped (an empty report under --skip-empty-mail), refused (the server refused it
+while taking other reports: not retried) or none (no mail configured);
 ``sent_at``, ``last_error`` and ``attempts`` are written by the mail side.
 """
 

@@ -30,7 +30,7 @@ EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
         (ExitCode.CONFIG, "bad configuration file, section, key or value"),
         (ExitCode.NOT_FOUND, "unknown session or report UUID, or nothing stored yet"),
         (ExitCode.LOCKED, "another syschangemon run is in progress"),
-        (ExitCode.DELIVERY, "a report could not be mailed (queued, or refused for good)"),
+        (ExitCode.DELIVERY, "a report could not be mailed (it stays queued, unless refused while others went out)"),
         (ExitCode.STORAGE, "the database cannot be opened or written"),
         (ExitCode.NO_BASELINE, "diff: only one session exists"),
         (ExitCode.TAMPERED, "verify: stored history no longer matches its hash chain"),
@@ -96,47 +96,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return ExitCode.USAGE
     context = Context(args=args, stdout=sys.stdout, stderr=sys.stderr)
-    log = logging.getLogger(LOGGER)
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = _catch_stop_signals()
+    try:
+        return _run(args, context, logging.getLogger(LOGGER))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(args: argparse.Namespace, context: Context, log: logging.Logger) -> int:
+    """Run the command; whatever ends it becomes one line and an exit code."""
     try:
         context.start_logging()
         log.info("%s started", args.command)
         code = int(args.handler(context))
         log.info("%s finished: exit %d", args.command, code)
         return code
-    except SysChangeMonError as error:
-        if args.debug:
-            traceback.print_exc()
+    except BaseException as error:
+        # DuckDB turns a signal that arrives during a query into an error of its own.
+        if _stop_signal is not None or isinstance(error, (KeyboardInterrupt, Terminated)):
+            return _stopped(args.command, log)
+        return _failed(error, args, log)
+
+
+def _failed(error: BaseException, args: argparse.Namespace, log: logging.Logger) -> int:
+    """The message and exit code of an error (called while it is being handled)."""
+    if isinstance(error, BrokenPipeError):
+        sys.stderr.close()
+        return ExitCode.OK
+    if not isinstance(error, Exception):
+        raise error  # SystemExit and the like go on
+    if args.debug:
+        traceback.print_exc()
+    if isinstance(error, SysChangeMonError):
         log.error("%s failed: %s", args.command, error)
         print(f"syschangemon: error: {error}", file=sys.stderr)
         return error.exit_code
-    except duckdb.Error as error:
-        if args.debug:
-            traceback.print_exc()
+    if isinstance(error, duckdb.Error):
+        log.error("%s failed: database: %s", args.command, _one_line(error))
         print(f"syschangemon: error: database: {_one_line(error)}", file=sys.stderr)
         return ExitCode.STORAGE
-    except KeyboardInterrupt:
-        print("syschangemon: interrupted; what was under way is not stored", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except Terminated:
-        print("syschangemon: terminated; what was under way is not stored", file=sys.stderr)
-        return ExitCode.TERMINATED
-    except BrokenPipeError:
-        sys.stderr.close()
-        return ExitCode.OK
-    except Exception as error:  # noqa: BLE001 - the last resort: one line, not a traceback
-        if args.debug:
-            traceback.print_exc()
-        log.exception("%s: internal error", args.command)
-        print(f"syschangemon: internal error: {type(error).__name__}: {_one_line(error)} "
-              "(run with --debug for details)", file=sys.stderr)
-        return ExitCode.INTERNAL
+    log.exception("%s: internal error", args.command)
+    print(f"syschangemon: internal error: {type(error).__name__}: {_one_line(error)} "
+          "(run with --debug for details)", file=sys.stderr)
+    return ExitCode.INTERNAL
 
 
-def _terminate(_signum: int, _frame: object) -> None:
+#: SIGINT or SIGTERM, once one of them asked this process to stop.
+_stop_signal: int | None = None
+
+
+def _on_stop_signal(signum: int, _frame: object) -> None:
     # Python's default for SIGTERM is to die on the spot: no rollback message, staged
-    # rows and running commands left behind. Unwind as on Ctrl-C instead.
-    raise Terminated()
+    # rows and running commands left behind. Unwind as on Ctrl-C instead, and remember
+    # the signal: the exception may not survive a DuckDB query it interrupts.
+    global _stop_signal
+    _stop_signal = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _catch_stop_signals() -> dict[int, object]:
+    """Install the SIGTERM and SIGINT handlers; returns the ones they replace."""
+    global _stop_signal
+    _stop_signal = None
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_stop_signal)}
+    # A SIGINT ignored from the start (a shell's background job) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_stop_signal)
+    return previous
+
+
+def _stopped(command: str, log: logging.Logger) -> int:
+    terminated = _stop_signal == signal.SIGTERM
+    word = "terminated" if terminated else "interrupted"
+    log.warning("%s %s", command, word)
+    print(f"syschangemon: {word}; what was under way is not stored", file=sys.stderr)
+    return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
 
 
 def _one_line(error: BaseException) -> str:

@@ -19,7 +19,7 @@ class ExitCode(enum.IntEnum):
     CONFIG = 3  #: a configuration file, section, key or value is wrong
     NOT_FOUND = 4  #: an unknown session or report UUID, or nothing stored yet
     LOCKED = 5  #: another syschangemon run holds the lock
-    DELIVERY = 6  #: a report could not be mailed (it stays queued, or was refused for good)
+    DELIVERY = 6  #: a report could not be mailed (queued, or refused while others went out)
     STORAGE = 7  #: the database cannot be opened or written (corrupt, foreign, disk full)
     NO_BASELINE = 8  #: diff needs two sessions and only a baseline exists
     TAMPERED = 9  #: verify found stored history that no longer matches its digests

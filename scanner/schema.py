@@ -85,7 +85,7 @@ REPORT_COLUMNS: tuple[Column, ...] = (
     Column("is_empty", "BOOLEAN", "true when nothing was added, removed or changed"),
     Column("counts", "VARCHAR", "JSON object: added, removed, changed, renamed, suppressed"),
     Column("model", "VARCHAR", "the whole report model as JSON"),
-    Column("mail_state", "VARCHAR", "pending, sent, skipped (empty), refused (for good) or none (mail off)"),
+    Column("mail_state", "VARCHAR", "pending, sent, skipped (empty), refused (bounced) or none (mail off)"),
     Column("sent_at", "TIMESTAMPTZ", "when a mail server accepted it"),
     Column("last_error", "VARCHAR", "the last delivery error"),
     Column("attempts", "INTEGER", "delivery attempts so far"),

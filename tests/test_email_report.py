@@ -251,6 +251,37 @@ def test_reports_refused_while_others_go_out_are_not_retried(host, smtp):
     assert smtp.uuids() == [first] and states(host)[0][1] == "sent"
 
 
+class Quota(Recorder):
+    """Takes ``allowed`` messages, then refuses the rest at DATA, as a sending quota does."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__()
+        self.allowed = allowed
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(self.received) >= self.allowed:
+            return "554 5.2.0 SubmissionQuotaExceeded"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_refusals_after_the_last_accepted_report_stay_pending(host, smtp):
+    configure_mail(host, smtp.port)
+    baseline(host)
+    for index in range(5):
+        change(host, f"file{index}.txt")
+        host.run("run", expect=6)  # server down: five reports wait
+    uuids = [row[0] for row in states(host)]
+    smtp.start(Quota(allowed=1))
+    result = host.run("email-report", expect=6)
+    assert result.stdout == f"report {uuids[0]} mailed to 2 recipients\n"
+    # Nothing was taken after the refusals (a quota, maybe): they stay pending, and
+    # three in a row end the pass.
+    assert [line.split(" not mailed ")[0] for line in result.stderr.splitlines()] == [
+        f"syschangemon: error: report {uuid}" for uuid in uuids[1:4]]
+    assert [row[1:3] for row in states(host)] == [
+        ("sent", 6), ("pending", 1), ("pending", 1), ("pending", 1), ("pending", 0)]
+
+
 def test_some_recipients_refused_counts_as_sent_and_is_not_repeated(host, smtp):
     smtp.start(Recorder(refuse_rcpt={"audit@example.com"}))
     configure_mail(host, smtp.port)

@@ -159,6 +159,10 @@ def test_run_reports_what_a_collect_without_report_saw(host):
     assert host.run("run", "--format", "json").stdout == ""
     [(old,)] = host.query("SELECT old_session FROM reports ORDER BY created DESC LIMIT 1")
     assert old == host.query("SELECT max(id) - 1 FROM sessions")[0][0]
+    # After a reset the reports name sessions that are gone: from the new baseline.
+    host.run("reset")
+    (host.tree / "after-reset.txt").write_text("x\n")
+    assert run_changes(old=sessions()[0]) == {"after-reset.txt"}
 
 
 def test_mail_state_follows_the_mail_configuration(host):

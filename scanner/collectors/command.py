@@ -26,6 +26,7 @@ groups work) and, with ``command.<name>.sort = true``, the lines are sorted.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import selectors
@@ -162,11 +163,26 @@ def _argv(spec: CommandSpec) -> list[str]:
 
     The command runs in a session of its own, and this process enforces its timeout.
     If this process is killed (SIGKILL, the OOM killer), nothing would: timeout kills
-    the command's group a little after the deadline instead.
+    the command's group a little after the deadline instead (while the shell lives:
+    what a command left running in the background after it ended is not covered).
     """
     shell = ["/bin/sh", "-c", spec.shell]
-    timeout = shutil.which("timeout", path=ENVIRONMENT["PATH"])
-    return [timeout, "-s", "KILL", f"{spec.timeout + _BACKSTOP:g}s", *shell] if timeout else shell
+    timeout = _gnu_timeout()
+    return [timeout, "-s", "KILL", f"{spec.timeout + _BACKSTOP:.3f}s", *shell] if timeout else shell
+
+
+@functools.cache
+def _gnu_timeout() -> str | None:
+    """The path of GNU coreutils' timeout, None when missing (busybox's kills no group)."""
+    path = shutil.which("timeout", path=ENVIRONMENT["PATH"])
+    if path is None:
+        return None
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, timeout=5,
+                                 env=ENVIRONMENT, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if b"coreutils" in version else None
 
 
 def _read_both(process: subprocess.Popen, deadline: float, cap: int,
@@ -238,8 +254,13 @@ class RunningCommands:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max(min(PARALLEL, len(specs)), 1),
                                         thread_name_prefix="command")
-        self._futures = [self._pool.submit(run_command, spec, max_output, self._stop)
-                         for spec in specs]
+        self._futures = []
+        try:
+            for spec in specs:
+                self._futures.append(self._pool.submit(run_command, spec, max_output, self._stop))
+        except BaseException:  # Ctrl-C halfway: the caller has no object to abandon yet
+            self.abandon()
+            raise
 
     def outputs(self) -> list[CommandOutput]:
         """Wait for every command; the outputs in the order of the specs.
