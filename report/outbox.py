@@ -181,14 +181,16 @@ def send_pending(con: duckdb.DuckDBPyConnection, outbox: Outbox, *, skip_empty: 
                 break
         bounced = len(refused)
         result.done.append(Outcome(info.uuid, "sent"))
+    bounces: list[DeliveryError] = []
     for uuid, exc in refused[:bounced]:
         con.execute(_REFUSED, {"uuid": uuid})
         result.done.append(Outcome(uuid, "refused"))
-    result.errors[:0] = [RefusedError(
-        f"report {uuid} refused while the server takes other reports, so it is not retried "
-        f"(print it with: syschangemon print-report -r {uuid}; resend it with: "
-        f"syschangemon email-report -r {uuid}): {exc.reason}") for uuid, exc in refused[:bounced]]
-    result.errors[bounced:bounced] = [exc for _, exc in refused[bounced:]]  # still pending
+        bounces.append(RefusedError(
+            f"report {uuid} refused while the server takes other reports, so it is not "
+            f"retried (print it with: syschangemon print-report -r {uuid}; resend it with: "
+            f"syschangemon email-report -r {uuid}): {exc.reason}"))
+    # In this order: the bounces, the refusals still pending, then what stopped the pass.
+    result.errors = bounces + [exc for _, exc in refused[bounced:]] + result.errors
     return result
 
 
