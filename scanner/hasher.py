@@ -1,11 +1,13 @@
-"""Hash worker: top-level functions run in a pool of processes, fed batches of paths.
+"""Reading files in the worker processes: digest, xattrs and stat of each one.
 
-Each file is opened with O_NOFOLLOW|O_NONBLOCK (O_NOATIME as root), checked with
-fstat to still be the regular file that was walked, and read into memory (small
-files in one read, big ones through a reusable buffer). Whatever goes wrong becomes
-an ``error`` value in the result: a worker never raises for a bad file.
+``Reader`` does the reading, for the walk (files opened by name in the directory it
+holds open) and for hash tasks (``detail_batch``, files opened by path). Each file is
+opened with O_NOFOLLOW|O_NONBLOCK (O_NOATIME as root), checked with fstat to be a
+regular file (the one walked), and read into memory: small files in one read, big ones
+through a reusable buffer. Whatever goes wrong becomes an ``error`` value in the
+result: a worker never raises for a bad file.
 
-Results come back as columns and, through ``detail_table``, as one Arrow table: the
+Results come back as columns and, through ``detail_tables``, as Arrow tables: the
 worker pays for the conversion, not the parent that loads the tables into DuckDB.
 """
 
@@ -16,7 +18,6 @@ import hashlib
 import os
 import stat
 from collections import deque
-from contextlib import suppress
 from typing import Any
 
 import blake3
@@ -53,8 +54,11 @@ def init_worker(options: dict[str, Any]) -> None:
 def _new_hasher() -> Any:
     if _options["algorithm"] == "sha256":
         return hashlib.sha256()
-    # AUTO, never N: blake3-py builds a new thread pool per hasher for N > 1 (PERF.md).
-    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    # One thread: the workers keep every core busy already. blake3's own threads
+    # (max_threads=AUTO) made inputs of 128 KiB to 1 MiB, the most of our reads, 2-2.5x
+    # slower on a 2-core host (and hold both cores meanwhile); they only pay off for
+    # single updates of several MiB, which the 1 MiB buffer never makes.
+    return blake3.blake3()
 
 
 def _read_all(fd: int, size: int) -> tuple[Any, bytes | None, bool]:
@@ -67,13 +71,12 @@ def _read_all(fd: int, size: int) -> tuple[Any, bytes | None, bool]:
         hasher.update(data)
         return hasher, data, len(data) != size
     if _buffer is None:
-        _buffer = bytearray(BIG_FILE)
-    view = memoryview(_buffer)
+        _buffer = bytearray(BIG_FILE + 1)
+    view = memoryview(_buffer)[:BIG_FILE]
     total = 0
-    with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
-        while count := handle.readinto(view):
-            hasher.update(view[:count])
-            total += count
+    while count := os.readv(fd, [view]):
+        hasher.update(view[:count])
+        total += count
     return hasher, None, total != size
 
 
@@ -103,19 +106,13 @@ def xattrs_json(target: int | str, *, follow: bool = False) -> str | None:
     return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode() if found else None
 
 
-def _detail_file(path: str, fd: int, inode: int, device: int) -> tuple:
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != inode or before.st_dev != device:
-            return (None, None, "replaced during scan") + _NOTHING[3:]
-        hasher, data, moved = _read_all(fd, before.st_size)
-        after = os.fstat(fd)
-        xattrs = xattrs_json(fd)
-    finally:
-        os.close(fd)
-    if moved or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        return None, xattrs, "changed while being read", after.st_size, after.st_mtime_ns, \
-            after.st_ctime_ns, None, None, None
+def _file_row(path: str, fd: int, before: os.stat_result, hasher: Any, data: Any,
+              moved: bool) -> tuple:
+    """The detail row of a regular file read whole (``data``: its bytes if small)."""
+    xattrs = xattrs_json(fd)
+    if moved:
+        return (None, xattrs, "changed while being read", before.st_size, before.st_mtime_ns,
+                before.st_ctime_ns, None, None, None)
     stored, note = _content_of(path, data)
     return hasher.digest(), xattrs, None, before.st_size, before.st_mtime_ns, \
         before.st_ctime_ns, blake3.blake3(stored).digest() if stored is not None else None, \
@@ -131,47 +128,37 @@ def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None
     selector = _options.get("content")
     if selector is None:
         return None, None
-    return selector(path, data)
+    return selector(path, bytes(data) if isinstance(data, memoryview) else data)
 
 
 def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, ...]:
     """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS
     columns, a row of NULLs for a task that is None."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    if _options["noatime"]:
-        flags |= os.O_NOATIME
-    columns: tuple[list, ...] = tuple([] for _ in DETAIL_FIELDS)
-    ahead = _ReadAhead(tasks, flags)
-    for task, opened in ahead:
-        if task is None:  # a placeholder that keeps the caller's rows aligned
-            for column in columns:
-                column.append(None)
-            continue
-        url, mode, inode, device = task
-        path = url_to_path(url)
-        try:
-            if isinstance(opened, OSError):
-                raise opened
-            if opened is not None:
-                row = _detail_file(path, opened, inode, device)
-            else:
-                # FIFOs, sockets and devices are never opened: their xattrs are read by path.
-                row = (None, xattrs_json(path)) + _NOTHING[2:]
-        except OSError as error:
-            row = (None, None, _describe(error)) + _NOTHING[3:]
-        columns[0].append(url)
-        for column, value in zip(columns[1:], row):
-            column.append(value)
-    return columns
+    reader = Reader()
+    with reader:
+        for index, task in enumerate(tasks):
+            if task is not None:
+                url, mode, inode, device = task
+                reader.add(index, url_to_path(url), mode, inode, device)
+        columns = reader.columns(len(tasks))
+    return ([task[0] if task is not None else None for task in tasks],) + columns
 
 
-class _ReadAhead:
-    """Yields (task, fd, an OSError, or None when not a regular file), having opened the
-    next WINDOW regular files and asked the kernel to start reading them.
+class Reader:
+    """Reads the entries it is given: digest, xattrs and stat of each regular file, the
+    xattrs of anything else; rows come back by the index each entry was given.
 
-    On a cold cache the number of reads in flight decides the speed (PERF.md: 8 readers
-    took half the time of 2), and a worker reads one file at a time: the hints keep a
-    window of files loading meanwhile. Warm, a hint costs one cheap system call.
+    A file is opened, checked with fstat to still be the regular file that was walked,
+    and, when small, read at once if the page cache holds it all (RWF_NOWAIT: the read
+    fails rather than wait for the disk). Warm, that is all: open, fstat, read,
+    flistxattr, close. Otherwise the kernel is asked to start reading it and the file
+    waits in a window of WINDOW opened files; on a cold cache the number of reads in
+    flight decides the speed (PERF.md: 8 readers took half the time of 2), and a worker
+    reads one file at a time. Big files always take the window, read through a buffer.
+    The walk hands entries over while it holds their directory open, so a file is opened
+    by its name in that directory and a path swapped meanwhile is not followed.
+    Whatever goes wrong becomes an ``error`` value in the entry's row; a descriptor
+    never outlives the reader.
     """
 
     WINDOW = 16
@@ -179,40 +166,153 @@ class _ReadAhead:
     #: read at the disk's pace anyway, and hinting all of it could evict the window.
     HINT = 1 << 20
 
-    def __init__(self, tasks: list, flags: int) -> None:
-        self.tasks = iter(tasks)
-        self.flags = flags
+    def __init__(self) -> None:
+        global _buffer
+        self.flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        if _options["noatime"]:
+            self.flags |= os.O_NOATIME
         self.window: deque = deque()
+        self.rows: dict[int, tuple] = {}
+        self.nowait = getattr(os, "RWF_NOWAIT", 0)
+        if _buffer is None:
+            _buffer = bytearray(BIG_FILE + 1)
+        self.view = memoryview(_buffer)
 
-    def __iter__(self):
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, index: int, path: str, mode: int, inode: int, device: int,
+            dir_fd: int | None = None, name: str | None = None) -> None:
+        """Read entry number ``index`` (walked with ``mode``, ``inode`` and ``device``),
+        now or once WINDOW more files have been opened: a regular file is opened as
+        ``name`` in the open directory ``dir_fd`` when given, else by ``path``."""
+        if not stat.S_ISREG(mode):
+            self.rows[index] = _special_row(path)
+            return
         try:
-            self._fill()
-            while self.window:
-                yield self.window.popleft()
-                self._fill()
-        finally:
-            for _, opened in self.window:
-                if isinstance(opened, int):
-                    os.close(opened)
+            fd = os.open(path if dir_fd is None else name, self.flags, dir_fd=dir_fd)
+        except OSError as error:
+            self.rows[index] = _error_row(error)
+            return
+        try:
+            before = os.fstat(fd)
+        except OSError as error:
+            os.close(fd)
+            self.rows[index] = _error_row(error)
+            return
+        if not stat.S_ISREG(before.st_mode) or before.st_ino != inode or before.st_dev != device:
+            os.close(fd)
+            self.rows[index] = _REPLACED
+            return
+        self.take(index, path, fd, before)
 
-    def _fill(self) -> None:
-        while len(self.window) < self.WINDOW:
-            task = next(self.tasks, _END)
-            if task is _END:
-                return
-            opened: int | OSError | None = None
-            if task is not None and stat.S_ISREG(task[1]):
+    def open(self, name: str, dir_fd: int) -> tuple[int, os.stat_result] | None:
+        """Open ``name`` in the open directory ``dir_fd`` for ``take``: the fd and its
+        fstat, or None (closed again) when that is not a regular file that opens."""
+        try:
+            fd = os.open(name, self.flags, dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return fd, info
+
+    def take(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
+        """Read the regular file open as ``fd`` (its fstat ``before``) as entry ``index``,
+        now or from the window; the reader closes ``fd``."""
+        try:
+            if (got := self._read_cached(fd, before.st_size)) >= 0:
+                hasher = _new_hasher()
+                data = self.view[:got]
+                hasher.update(data)
+                # One read of size + 1: a longer answer means the file grew meanwhile.
+                row = _file_row(path, fd, before, hasher, data, got != before.st_size)
+            else:
                 try:
-                    opened = os.open(url_to_path(task[0]), self.flags)
-                except OSError as error:
-                    opened = error
-                else:
-                    with suppress(OSError):  # only a hint: the read still works without it
-                        os.posix_fadvise(opened, 0, self.HINT, os.POSIX_FADV_WILLNEED)
-            self.window.append((task, opened))
+                    os.posix_fadvise(fd, 0, self.HINT, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass  # only a hint: the read still works without it
+                self.window.append((index, path, fd, before))
+                fd = -1
+                if len(self.window) > self.WINDOW:
+                    self._read(*self.window.popleft())
+                return
+        except OSError as error:
+            row = _error_row(error)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.rows[index] = row
+
+    def columns(self, count: int) -> tuple[list, ...]:
+        """Read what is left; the rows of entries 0 .. count-1 as DETAIL_FIELDS columns
+        after the url (NULLs for an index never added)."""
+        while self.window:
+            self._read(*self.window.popleft())
+        rows = self.rows
+        return tuple(map(list, zip(*(rows.get(index, _NOTHING) for index in range(count))))) \
+            if count else tuple([] for _ in _NOTHING)
+
+    def close(self) -> None:
+        """Close the files opened and not read yet (when giving up)."""
+        while self.window:
+            os.close(self.window.popleft()[2])
+
+    def _read_cached(self, fd: int, size: int) -> int:
+        """Read a small file whole into the buffer if the page cache holds all of it: the
+        byte count (size + 1 when it grew), or -1 when it must wait for the disk."""
+        if size >= BIG_FILE or not self.nowait:
+            return -1
+        try:
+            got = os.preadv(fd, [self.view[:size + 1]], 0, self.nowait)
+        except BlockingIOError:
+            return -1
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self.nowait = 0  # a filesystem that cannot say: read the ordinary way
+            return -1
+        # Fewer bytes than the size: only part is cached (or the file shrank, which the
+        # ordinary read will tell).
+        return got if got >= size else -1
+
+    def _read(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
+        try:
+            hasher, data, moved = _read_all(fd, before.st_size)
+            if not moved and before.st_size >= BIG_FILE:
+                # A long read: a file rewritten in place meanwhile keeps its size.
+                after = os.fstat(fd)
+                moved = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+            row = _file_row(path, fd, before, hasher, data, moved)
+        except OSError as error:
+            row = _error_row(error)
+        finally:
+            os.close(fd)
+        self.rows[index] = row
 
 
-_END = object()
+def _special_row(path: str) -> tuple:
+    """FIFOs, sockets, devices, directories and symlinks are never opened: their xattrs
+    are read by path."""
+    try:
+        return (None, xattrs_json(path)) + _NOTHING[2:]
+    except OSError as error:
+        return _error_row(error)
+
+
+def _error_row(error: OSError) -> tuple:
+    return (None, None, _describe(error)) + _NOTHING[3:]
+
+
+_REPLACED = (None, None, "replaced during scan") + _NOTHING[3:]
 
 
 def detail_tables(columns: tuple[list, ...]) -> tuple[pa.Table, pa.Table | None]:

@@ -120,8 +120,6 @@ class WorkerPool:
         while self.in_flight:
             result = self._next()
             todo.extend(result.pending)
-            for start in range(0, len(result.unread), CHUNK):
-                self._submit(worker.detail_task, (result.unread[start:start + CHUNK],))
             yield result
             while todo and self.in_flight < 2 * self.workers:
                 # Split what is left between the free slots; take from the end (depth-first).

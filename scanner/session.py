@@ -309,9 +309,10 @@ class SessionBuilder:
                     con, "SELECT greatest((SELECT coalesce(max(id), 0) FROM sessions),"
                     " (SELECT coalesce(max(value::INTEGER), 0) FROM meta WHERE key = 'last_session_id')) + 1")
                 sid = {"sid": session_id}
+                # Without history nothing can vanish: skip a pass over every walked url.
                 con.execute(_vanished(
-                    "SELECT gone AS url FROM walk_changes WHERE gone IS NOT NULL"
-                    if self.narrow else _NOT_WALKED))
+                    "SELECT gone AS url FROM walk_changes WHERE gone IS NOT NULL" if self.narrow
+                    else _NOT_WALKED if self.has_history else "SELECT NULL::VARCHAR AS url LIMIT 0"))
                 # New versions first (walked entries straight from the join, no copy),
                 # then close the versions they and the vanished items replace.
                 con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} "

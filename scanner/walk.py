@@ -6,7 +6,9 @@ gathered ``budget`` entries, then hands back the directories it did not get to, 
 every worker keeps walking a part of the tree. A directory of more than SHARE entries
 is listed by one task and its lstat calls are handed on in shares, so one huge
 directory is walked by every worker too. Entries come back as rows that the worker
-turns into one Arrow table per task (WALK_SCHEMA), never one object per file.
+turns into one Arrow table per task (WALK_SCHEMA), never one object per file. When the
+task reads what it walks (a first session), each entry goes to a ``hasher.Reader``
+while its directory is open.
 
 The walk steers by the globs: a directory is entered only when an include may match
 below it and no exclude covers it. Symlinks are never followed, /proc, /sys, /dev and
@@ -21,11 +23,13 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple
 
 import pyarrow as pa
 
 from scanner.globs import GlobSet
+from scanner.hasher import Reader
 from scanner.paths import escape, path_to_url
 
 #: Columns of a walked entry, in order; the session's staging table follows it.
@@ -63,6 +67,8 @@ class Directory(NamedTuple):
     ancestors: tuple[tuple[int, int], ...]
     #: a share of its names to lstat, when it was listed already (a big directory)
     names: tuple[str, ...] | None = None
+    #: for each of those names, whether the listing said it is a regular file
+    regular: tuple[bool, ...] | None = None
 
 
 class WalkOutput(NamedTuple):
@@ -89,8 +95,9 @@ class Walker:
         self.special = tuple(root for root in SPECIAL_ROOTS
                              if not any(b == root or b.startswith(root + "/") for b in bases))
 
-    def bases(self, paths: Iterable[str]) -> WalkOutput:
-        """Start a walk: the include bases themselves, and their directories to enter."""
+    def bases(self, paths: Iterable[str], reader: Reader | None = None) -> WalkOutput:
+        """Start a walk: the include bases themselves, and their directories to enter;
+        with a ``reader``, each entry found is handed to it (as row number, path, stat)."""
         out = WalkOutput([], [], [])
         for base in paths:
             try:
@@ -103,17 +110,20 @@ class Walker:
                 continue
             if self.spec.include.match(base) and not self.spec.exclude.match(base):
                 out.rows.append(self._row(path_to_url(base), base, info, base, None))
+                if reader is not None:
+                    reader.add(len(out.rows) - 1, base, info.st_mode, info.st_ino, info.st_dev)
             if stat.S_ISDIR(info.st_mode) and self._may_enter(base, info, info.st_dev, ()):
                 out.pending.append(Directory(base, info.st_dev, ((info.st_dev, info.st_ino),)))
         return out
 
-    def walk(self, directories: list[Directory], budget: int) -> WalkOutput:
+    def walk(self, directories: list[Directory], budget: int, reader: Reader | None = None) -> WalkOutput:
         """Walk depth-first from ``directories`` until ``budget`` entries are gathered;
-        the directories not reached yet come back as ``pending``."""
+        the directories not reached yet come back as ``pending``. With a ``reader``,
+        each entry found is handed to it while its directory is open."""
         out = WalkOutput([], [], [])
         stack = list(directories)
         while stack and len(out.rows) < budget:
-            self._list(stack.pop(), stack, out)
+            self._list(stack.pop(), stack, out, reader)
         out.pending.extend(stack)
         return out
 
@@ -130,9 +140,10 @@ class Walker:
             return False
         return (info.st_dev, info.st_ino) not in ancestors
 
-    def _list(self, directory: Directory, stack: list[Directory], out: WalkOutput) -> None:
+    def _list(self, directory: Directory, stack: list[Directory], out: WalkOutput,
+              reader: Reader | None) -> None:
         include, exclude = self.spec.include, self.spec.exclude
-        path, root_dev, ancestors, names = directory
+        path, root_dev, ancestors, names, regular = directory
         all_included = include.covers(path)
         prefix = path if path.endswith("/") else path + "/"
         url_prefix = path_to_url(prefix)
@@ -151,27 +162,48 @@ class Walker:
             if names is None:
                 try:
                     with os.scandir(fd) as entries:
-                        names = [entry.name for entry in entries]
+                        listed = list(entries)
                 except OSError as error:
                     # Unreadable directory: its own item (added by its parent) gets the error.
                     rows.append(_error_row(own_url, error))
                     return
                 # One task lists a directory however big; the lstat calls, which cost
                 # the time, are shared out: a big directory is as quick as many small ones.
+                names = [entry.name for entry in listed]
+                # Reading files, the listing's file type spares a regular file its lstat
+                # (see below); is_file() asks the kernel only where readdir could not tell.
+                regular = [_is_regular(entry) for entry in listed] if reader is not None \
+                    else [False] * len(names)
                 for start in range(SHARE, len(names), SHARE):
-                    stack.append(directory._replace(names=tuple(names[start:start + SHARE])))
+                    stack.append(directory._replace(names=tuple(names[start:start + SHARE]),
+                                                    regular=tuple(regular[start:start + SHARE])))
                 del names[SHARE:]
-            for name in names:
+            for name, is_file in zip(names, regular or repeat(False)):
                 full = prefix + name
-                try:
-                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except OSError:
-                    continue  # vanished between readdir and lstat
-                if stat.S_ISDIR(info.st_mode) and self._may_enter(full, info, root_dev, ancestors):
-                    stack.append(Directory(full, root_dev, ancestors + ((info.st_dev, info.st_ino),)))
-                if (all_included or include.match(full)) and not exclude.match(full):
+                wanted = (all_included or include.match(full)) and not exclude.match(full)
+                opened = None
+                if is_file and reader is not None:
+                    if not wanted:
+                        continue  # not a directory, and not wanted
+                    # The file opened and fstat-ed is the entry: its row is that fstat, one
+                    # lstat less per file. Anything else found there takes the lstat path.
+                    opened = reader.open(name, fd)
+                if opened is not None:
+                    info = opened[1]
+                else:
+                    try:
+                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue  # vanished between readdir and lstat
+                    if stat.S_ISDIR(info.st_mode) and self._may_enter(full, info, root_dev, ancestors):
+                        stack.append(Directory(full, root_dev, ancestors + ((info.st_dev, info.st_ino),)))
+                if wanted:
                     url = url_prefix + (name if name.isprintable() and "\\" not in name else escape(name))
                     rows.append(self._row(url, full, info, name, fd))
+                    if opened is not None:
+                        reader.take(len(rows) - 1, full, *opened)
+                    elif reader is not None:
+                        reader.add(len(rows) - 1, full, info.st_mode, info.st_ino, info.st_dev, fd, name)
         finally:
             os.close(fd)
 
@@ -187,6 +219,14 @@ class Walker:
         return (url, info.st_mode, info.st_uid, info.st_gid, info.st_size, info.st_mtime_ns,
                 info.st_ctime_ns, info.st_ino, info.st_dev, info.st_nlink, target,
                 bool(force) and force.match(path), error)
+
+
+def _is_regular(entry: os.DirEntry) -> bool:
+    """Whether the listing says ``entry`` is a regular file (False when it cannot tell)."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False  # gone already (asked on a file system whose readdir gives no type)
 
 
 def _error_row(url: str, error: OSError) -> tuple:

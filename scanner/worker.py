@@ -42,7 +42,6 @@ class TaskResult(NamedTuple):
     unlisted: int                # of which directories that could not be listed
     read: int                    # entries read (hashed, or their xattrs read)
     bytes_hashed: int
-    unread: list = []            # (url, st_mode, inode, device) walked but left to hash tasks
 
 
 def init_worker(options: dict[str, Any], spec: WalkSpec | None, parent: int) -> None:
@@ -81,14 +80,17 @@ def _exit_with(parent: int) -> None:
 def bases_task(paths: list[str], with_details: bool) -> TaskResult:
     """The include bases themselves, and the directories below them to walk."""
     assert _walker is not None
-    return _finish(_walker.bases(paths), with_details, len(paths))
+    with hasher.Reader() as reader:
+        return _finish(_walker.bases(paths, reader if with_details else None), reader, with_details)
 
 
 def walk_task(directories: list[Directory], budget: int, with_details: bool) -> TaskResult:
     """Walk about ``budget`` entries from ``directories``; with_details also reads each
     entry found (a first session, or --paranoid: everything is read anyway)."""
     assert _walker is not None
-    return _finish(_walker.walk(directories, budget), with_details, budget)
+    with hasher.Reader() as reader:
+        return _finish(_walker.walk(directories, budget, reader if with_details else None),
+                       reader, with_details)
 
 
 def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
@@ -113,7 +115,7 @@ def entry_table(rows: list[tuple], details: tuple[list, ...] | None,
     return pa.Table.from_arrays(table.columns + extra + [pa.array(detailed, pa.bool_())], schema=ENTRY_SCHEMA)
 
 
-def _finish(out: WalkOutput, with_details: bool, budget: int) -> TaskResult:
+def _finish(out: WalkOutput, reader: hasher.Reader, with_details: bool) -> TaskResult:
     rows = out.rows
     unlisted = sum(row[1] is None for row in rows)
     if not rows:
@@ -121,21 +123,11 @@ def _finish(out: WalkOutput, with_details: bool, budget: int) -> TaskResult:
     if not with_details:
         return TaskResult(write_table(_staging, "walk", entry_table(rows, None)), None, None,
                           out.pending, out.warnings, len(rows), unlisted, 0, 0)
-    # Read what was walked, up to the budget: a directory is listed by one task however
-    # big it is, and the entries beyond the budget go back to be read by every worker.
-    # Error rows (an unreadable directory) have no mode and nothing to read.
+    # The walk handed every entry to the reader but the error rows (an unreadable
+    # directory), which have no mode and nothing to read.
+    columns = (None,) + reader.columns(len(rows))
     detailed = [row[1] is not None for row in rows]
-    unread = []
-    for index in [i for i, flag in enumerate(detailed) if flag][budget:]:
-        detailed[index] = False
-        unread.append(_task(rows[index]))
-    columns = hasher.detail_batch([_task(row) if flag else None for row, flag in zip(rows, detailed)])
     return TaskResult(write_table(_staging, "walk", entry_table(rows, columns, detailed)), None,
                       hasher.content_table(columns[7], columns[9]), out.pending, out.warnings,
-                      len(rows), unlisted, len(rows) - unlisted - len(unread),
-                      hasher.bytes_hashed(columns), unread)
+                      len(rows), unlisted, len(rows) - unlisted, hasher.bytes_hashed(columns))
 
-
-def _task(row: tuple) -> tuple[str, int, int, int]:
-    """The (url, st_mode, inode, device) a hash task needs of a walk row."""
-    return row[0], row[1], row[7], row[8]
