@@ -2,6 +2,6 @@
 
 import sys
 
-from scanner.cli import main
+from scanner.launch import main
 
 sys.exit(main())

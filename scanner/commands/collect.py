@@ -10,7 +10,7 @@ from scanner.collect import CollectResult, Progress, collect
 from scanner.commands.context import Command, Context
 from scanner.errors import ExitCode
 from scanner.logsetup import LOGGER
-from scanner.pool import prestart
+from scanner.forkserver import prestart
 from scanner.retention import reset
 from scanner.store import list_sessions
 from scanner.timefmt import local_time

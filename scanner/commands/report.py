@@ -20,7 +20,7 @@ from scanner.commands.mail import mail_queue
 from scanner.commands.sessions import retention_settings
 from scanner.config import Config
 from scanner.errors import ExitCode
-from scanner.pool import prestart
+from scanner.forkserver import prestart
 from scanner.retention import cleanup
 from scanner.schema import UNSENT_MAIL_STATES
 from scanner.store import SessionInfo, find_session, select_sessions
