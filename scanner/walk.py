@@ -172,11 +172,11 @@ class Walker:
                 names = [entry.name for entry in listed]
                 # Reading files, the listing's file type spares a regular file its lstat
                 # (see below); is_file() asks the kernel only where readdir could not tell.
-                regular = [_is_regular(entry) for entry in listed] if reader is not None \
-                    else [False] * len(names)
+                regular = [_is_regular(entry) for entry in listed] if reader is not None else None
                 for start in range(SHARE, len(names), SHARE):
-                    stack.append(directory._replace(names=tuple(names[start:start + SHARE]),
-                                                    regular=tuple(regular[start:start + SHARE])))
+                    stack.append(directory._replace(
+                        names=tuple(names[start:start + SHARE]),
+                        regular=tuple(regular[start:start + SHARE]) if regular is not None else None))
                 del names[SHARE:]
             for name, is_file in zip(names, regular or repeat(False)):
                 full = prefix + name
