@@ -117,6 +117,30 @@ def test_a_killed_collect_leaves_no_process_behind(host):
     assert alive == []
 
 
+def _most_workers(run: subprocess.Popen) -> int:
+    """The most worker processes (the forkserver's children) seen at once while ``run`` runs."""
+    most = 0
+    while run.poll() is None:
+        most = max(most, len([pid for pid in _descendants(run.pid) if pid not in _children_of(run.pid)]))
+        time.sleep(0.005)
+    return most
+
+
+def test_a_first_session_reads_with_two_workers_per_core_a_later_one_walks_with_one(host):
+    """Reading every file waits on the disk: the first session runs twice as many workers
+    as cores by default; a later session, mostly lstat calls, one per core."""
+    make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(32768) for i in range(400)} for d in range(25)})
+    cores = os.cpu_count() or 1
+    argv = [*SYSCHANGEMON, "-c", str(host.confdir), "--quiet", "collect"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _most_workers(first) == 2 * cores
+    assert first.returncode == 0
+    (host.tree / "d0" / "f0").write_bytes(b"changed")
+    later = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert 1 <= _most_workers(later) <= cores
+    assert later.returncode == 0
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie has ended; its parent will reap it)."""
     try:
