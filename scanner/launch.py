@@ -2,8 +2,8 @@
 
 The forkserver is a fresh interpreter that imports what the workers run (pyarrow,
 blake3). Started before the command line's own imports (DuckDB, pyarrow, Jinja2), the
-two load side by side instead of one after the other: the first walk task starts
-about 0.1 s sooner, a tenth of an hourly run on a quiet host.
+two load side by side instead of one after the other (a collect of a small tree went
+from 0.57 to 0.52 s on a 2-core host).
 """
 
 from __future__ import annotations
