@@ -134,8 +134,7 @@ def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None
 def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, ...]:
     """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS
     columns, a row of NULLs for a task that is None."""
-    reader = Reader()
-    with reader:
+    with Reader() as reader:
         for index, task in enumerate(tasks):
             if task is not None:
                 url, mode, inode, device = task
