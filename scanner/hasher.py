@@ -61,18 +61,15 @@ def _new_hasher() -> Any:
     return blake3.blake3()
 
 
-def _read_all(fd: int, size: int) -> tuple[Any, bytes | None, bool]:
-    """Hash a file's bytes; returns (hasher, bytes if small, whether the size moved)."""
-    global _buffer
+def _read_all(fd: int, size: int, view: memoryview) -> tuple[Any, bytes | None, bool]:
+    """Hash a file's bytes (a big one through ``view``, BIG_FILE bytes); returns
+    (hasher, bytes if small, whether the size moved)."""
     hasher = _new_hasher()
     if size < BIG_FILE:
         # One read of size + 1: a longer answer means the file grew while we looked.
         data = os.read(fd, size + 1)
         hasher.update(data)
         return hasher, data, len(data) != size
-    if _buffer is None:
-        _buffer = bytearray(BIG_FILE + 1)
-    view = memoryview(_buffer)[:BIG_FILE]
     total = 0
     while count := os.readv(fd, [view]):
         hasher.update(view[:count])
@@ -191,35 +188,35 @@ class Reader:
         if not stat.S_ISREG(mode):
             self.rows[index] = _special_row(path)
             return
-        try:
-            fd = os.open(path if dir_fd is None else name, self.flags, dir_fd=dir_fd)
-        except OSError as error:
-            self.rows[index] = _error_row(error)
-            return
-        try:
-            before = os.fstat(fd)
-        except OSError as error:
-            os.close(fd)
-            self.rows[index] = _error_row(error)
-            return
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != inode or before.st_dev != device:
-            os.close(fd)
+        opened = self._open(path if dir_fd is None else name, dir_fd)
+        if isinstance(opened, OSError):
+            self.rows[index] = _error_row(opened)
+        elif opened is None or (opened[1].st_ino, opened[1].st_dev) != (inode, device):
+            if opened is not None:
+                os.close(opened[0])
             self.rows[index] = _REPLACED
-            return
-        self.take(index, path, fd, before)
+        else:
+            self.take(index, path, *opened)
 
     def open(self, name: str, dir_fd: int) -> tuple[int, os.stat_result] | None:
         """Open ``name`` in the open directory ``dir_fd`` for ``take``: the fd and its
         fstat, or None (closed again) when that is not a regular file that opens."""
+        opened = self._open(name, dir_fd)
+        return None if isinstance(opened, OSError) else opened
+
+    def _open(self, target: str, dir_fd: int | None) -> tuple[int, os.stat_result] | OSError | None:
+        """Open and fstat ``target``: (fd, fstat) of a regular file, None (closed again)
+        for anything else, or the OSError that stopped it."""
         try:
-            fd = os.open(name, self.flags, dir_fd=dir_fd)
-        except OSError:
-            return None
+            fd = os.open(target, self.flags, dir_fd=dir_fd)
+        except OSError as error:
+            return error
         try:
             info = os.fstat(fd)
-        except OSError:
-            info = None
-        if info is None or not stat.S_ISREG(info.st_mode):
+        except OSError as error:
+            os.close(fd)
+            return error
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             return None
         return fd, info
@@ -285,7 +282,7 @@ class Reader:
 
     def _read(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
         try:
-            hasher, data, moved = _read_all(fd, before.st_size)
+            hasher, data, moved = _read_all(fd, before.st_size, self.view[:BIG_FILE])
             if not moved and before.st_size >= BIG_FILE:
                 # A long read: a file rewritten in place meanwhile keeps its size.
                 after = os.fstat(fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -80,17 +81,21 @@ def _exit_with(parent: int) -> None:
 def bases_task(paths: list[str], with_details: bool) -> TaskResult:
     """The include bases themselves, and the directories below them to walk."""
     assert _walker is not None
-    with hasher.Reader() as reader:
-        return _finish(_walker.bases(paths, reader if with_details else None), reader, with_details)
+    with _reader(with_details) as reader:
+        return _finish(_walker.bases(paths, reader), reader)
 
 
 def walk_task(directories: list[Directory], budget: int, with_details: bool) -> TaskResult:
     """Walk about ``budget`` entries from ``directories``; with_details also reads each
     entry found (a first session, or --paranoid: everything is read anyway)."""
     assert _walker is not None
-    with hasher.Reader() as reader:
-        return _finish(_walker.walk(directories, budget, reader if with_details else None),
-                       reader, with_details)
+    with _reader(with_details) as reader:
+        return _finish(_walker.walk(directories, budget, reader), reader)
+
+
+def _reader(with_details: bool) -> AbstractContextManager[hasher.Reader | None]:
+    """A reader for the entries a walk finds, or None when it only walks."""
+    return hasher.Reader() if with_details else nullcontext()
 
 
 def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
@@ -115,12 +120,12 @@ def entry_table(rows: list[tuple], details: tuple[list, ...] | None,
     return pa.Table.from_arrays(table.columns + extra + [pa.array(detailed, pa.bool_())], schema=ENTRY_SCHEMA)
 
 
-def _finish(out: WalkOutput, reader: hasher.Reader, with_details: bool) -> TaskResult:
+def _finish(out: WalkOutput, reader: hasher.Reader | None) -> TaskResult:
     rows = out.rows
     unlisted = sum(row[1] is None for row in rows)
     if not rows:
         return TaskResult(None, None, None, out.pending, out.warnings, 0, 0, 0, 0)
-    if not with_details:
+    if reader is None:
         return TaskResult(write_table(_staging, "walk", entry_table(rows, None)), None, None,
                           out.pending, out.warnings, len(rows), unlisted, 0, 0)
     # The walk handed every entry to the reader but the error rows (an unreadable

@@ -22,14 +22,13 @@ class FileSettings:
     stat_key: tuple[str, ...]
     #: worker processes of a session that reads only what changed
     workers: int
+    #: worker processes of a session that reads every file (the first, or --paranoid)
+    readers: int
     algorithm: str = "blake3"
-    #: worker processes of a session that reads every file (the first, or --paranoid);
-    #: None: as many as ``workers``
-    readers: int | None = None
 
     def processes(self, read_all: bool) -> int:
         """Worker processes for a session that reads every file (``read_all``) or not."""
-        return (self.readers or self.workers) if read_all else self.workers
+        return self.readers if read_all else self.workers
 
 
 def file_settings(config: Config) -> FileSettings | None:
@@ -58,7 +57,7 @@ def file_settings(config: Config) -> FileSettings | None:
     # 2 workers, 3.7-4.0 s with 4; b3sum -P8 3.2-3.5 s), and warm they cost nothing.
     # A walk of a later session is mostly lstat calls: one per core is quickest warm.
     return FileSettings(WalkSpec(include, exclude, assume_change, one_fs), stat_key,
-                        workers or cores, algorithm, readers=workers or 2 * cores)
+                        workers or cores, workers or 2 * cores, algorithm)
 
 
 def _globs(section, key: str) -> GlobSet:
