@@ -59,6 +59,9 @@ def _main_script_hidden() -> Iterator[None]:
             main.__file__ = path
 
 
+_WORKER_DIED = "a worker process died (killed, or out of memory?); nothing of this run was stored"
+
+
 class WorkerError(SysChangeMonError):
     """A worker process died (killed, out of memory): the session cannot be complete."""
 
@@ -130,7 +133,10 @@ class WorkerPool:
         self.start()
         assert self.pool is not None
         with _main_script_hidden():  # workers are started on demand, by a submit
-            future = self.pool.submit(function, *args)
+            try:
+                future = self.pool.submit(function, *args)
+            except BrokenProcessPool:  # a worker died since the last result came in
+                raise WorkerError(_WORKER_DIED) from None
         future.add_done_callback(self.results.put)
         self.in_flight += 1
 
@@ -140,5 +146,4 @@ class WorkerPool:
         try:
             return future.result()
         except BrokenProcessPool:
-            raise WorkerError("a worker process died (killed, or out of memory?); "
-                              "nothing of this run was stored") from None
+            raise WorkerError(_WORKER_DIED) from None

@@ -95,6 +95,34 @@ def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
     host.run("collect")
 
 
+def test_a_first_session_killed_after_its_walk_stores_nothing(host):
+    """Killed after its walk, while it waits for a command, a first session leaves no
+    session and no item behind, and the next run works."""
+    from test_command import only
+    host.configure(plugins=only("command.slow = exec sleep 60\n", "timeout = 90\n"))
+    make_tree(host.tree, {f"d{d}": {f"f{i}": os.urandom(4096) for i in range(300)} for d in range(10)})
+    run = subprocess.Popen([*SYSCHANGEMON, "-c", str(host.confdir), "collect"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    seen = False
+    # The workers (the forkserver's children) end when the walk is done; the session
+    # then waits for its command before it commits.
+    while time.monotonic() < deadline:
+        workers = _forkserver_children(run.pid)
+        seen = seen or bool(workers)
+        if seen and not workers:
+            break
+        time.sleep(0.005)
+    assert seen and run.poll() is None
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert host.query("SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM versions)") == [(0, 0)]
+    host.configure(plugins=only(""))
+    host.run("collect")
+    assert host.query("SELECT count(*) FROM versions WHERE type = 'file'") == [(3000,)]
+    host.run("verify")
+
+
 def test_a_killed_collect_leaves_no_process_behind(host):
     """SIGKILL gives a collect no chance to stop its workers: they must notice and end,
     and the forkserver after them, or each killed cron run would leave three behind."""
@@ -148,6 +176,19 @@ def _running(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _forkserver_children(pid: int) -> list[int]:
+    """The worker processes of collect ``pid``: its forkserver's children (the
+    commands it runs are its children too, and have children of their own)."""
+    for child in _children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as handle:
+                if b"forkserver" in handle.read():
+                    return _children_of(child)
+        except OSError:
+            continue
+    return []
 
 
 def _children_of(pid: int) -> list[int]:

@@ -219,6 +219,9 @@ def test_hostile_tree_as_nobody_reports_names_safely(open_host):
     cli = [*SYSCHANGEMON, "-c", str(host.confdir)]
     first = run_as_nobody([*cli, "collect"], timeout=60)
     assert first.returncode == 0, first.stderr
+    # The first session too: the listing's error is its row's, whichever came in first.
+    assert dict(host.query("SELECT url, error FROM versions"))[f"file://{host.tree}/locked"] == \
+        "cannot list directory: Permission denied"
     for name in odd:
         os.unlink(os.path.join(os.fsencode(host.tree), name))
     for name in (b"more\nlines", b"esc2\x1b]0;title\x07"):
