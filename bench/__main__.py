@@ -105,6 +105,12 @@ def _print_suite(payload: dict) -> None:
           f"DB {payload['db_bytes_after_baseline'] / 1e6:.1f} MB after the baseline, "
           f"+{payload['db_growth_per_nochange_session'] / 1024:.1f} KiB per no-change session "
           f"(mean of {payload['nochange_sessions']}).")
+    baseline = payload["rows"].get("baseline")
+    if payload.get("find_plus_hash_cpu") and baseline is not None and baseline.cpu_median:
+        # The steadier comparison on a host the runs keep busy: see bench/README.md.
+        print(f"CPU s = CPU time of the whole machine during the run. Baseline collect "
+              f"{baseline.cpu_median:.2f} CPU-s against find + b3sum's {payload['find_plus_hash_cpu']:.2f} "
+              f"= {baseline.cpu_median / payload['find_plus_hash_cpu']:.2f}x.")
     linearity = payload.get("linearity")
     if linearity:
         print("\nlinearity (same 20,000 files, one directory vs ten): median s, us/entry")

@@ -59,7 +59,7 @@ def ratio(row: Measurement | None, base: float | None) -> float | None:
 def table(rows: list[Measurement], find_s: float | None, limit_s: float | None) -> str:
     """The side-by-side table: median, spread, ratios to the find walk and to find+hash."""
     header = (f"{'what':<44} {'median s':>9} {'min-max s':>13} {'x find':>7} {'x f+b3':>7} "
-              f"{'RSS MB':>7}  note")
+              f"{'CPU s':>6} {'RSS MB':>7}  note")
     lines = [header, "-" * len(header)]
     group = None
     order = {"peers": 0, "syschangemon": 1}
@@ -68,13 +68,14 @@ def table(rows: list[Measurement], find_s: float | None, limit_s: float | None) 
             group = row.group
             lines.append(f"[{group}]")
         if row.skipped or row.median is None:
-            lines.append(f"  {row.name:<42} {'-':>9} {'':>13} {'':>7} {'':>7} {'':>7}  {row.note}")
+            lines.append(f"  {row.name:<42} {'-':>9} {'':>13} {'':>7} {'':>7} {'':>6} {'':>7}  {row.note}")
             continue
         spread = f"{min(row.times):.2f}-{max(row.times):.2f}"
         cells = [_fmt(ratio(row, find_s), "x"), _fmt(ratio(row, limit_s), "x")]
         rss = f"{row.peak_rss_mb:.0f}" if row.peak_rss_mb else ""
+        cpu = f"{row.cpu_median:.2f}" if row.cpu_median is not None else ""
         lines.append(f"  {row.name:<42} {row.median:>9.3f} {spread:>13} {cells[0]:>7} {cells[1]:>7} "
-                     f"{rss:>7}  {row.note}")
+                     f"{cpu:>6} {rss:>7}  {row.note}")
     return "\n".join(lines)
 
 
@@ -115,7 +116,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 def _plain(value):
     if isinstance(value, Measurement):
-        return {**asdict(value), "median": value.median, "peak_rss_mb": value.peak_rss_mb}
+        return {**asdict(value), "median": value.median, "cpu_median": value.cpu_median,
+                "peak_rss_mb": value.peak_rss_mb}
     if isinstance(value, Target):
         return {**asdict(value), "met": value.met}
     if isinstance(value, dict):

@@ -1,7 +1,8 @@
 """Run and time commands: the syschangemon CLI with a generated configuration, and its peers.
 
-Every command runs as a subprocess; its wall time and its peak RSS (``ru_maxrss`` from
-``wait4``: the largest single process of its tree) are recorded per repetition.
+Every command runs as a subprocess; its wall time, its peak RSS (``ru_maxrss`` from
+``wait4``: the largest single process of its tree) and the CPU time the whole machine
+spent meanwhile are recorded per repetition.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Measurement:
     command: str
     times: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     group: str = "syschangemon"
     note: str = ""
     skipped: bool = False
@@ -45,6 +47,11 @@ class Measurement:
     def median(self) -> float | None:
         """Median wall time in seconds (None when skipped)."""
         return median(self.times) if self.times else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        """Median CPU seconds the machine spent per repetition (None when skipped)."""
+        return median(self.cpu) if self.cpu else None
 
     @property
     def peak_rss_mb(self) -> float | None:
@@ -68,22 +75,37 @@ def drop_caches() -> bool:
         return False
 
 
+def machine_cpu() -> float:
+    """CPU seconds all processors have spent busy since boot (/proc/stat: user, nice,
+    system, irq, softirq; not idle, iowait or steal)."""
+    with open("/proc/stat") as handle:
+        fields = handle.readline().split()[1:8]
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(argv: list[str], *, ok: tuple[int, ...] = (0,), stdout: str | None = None,
-             timeout: float = 3600) -> tuple[float, int, int]:
-    """Run ``argv``; return (wall seconds, peak RSS in KiB, exit code). Raises BenchError when
-    the exit code is not in ``ok``."""
+             timeout: float = 3600) -> tuple[float, int, int, float]:
+    """Run ``argv``; return (wall seconds, peak RSS in KiB, exit code, machine CPU seconds).
+    Raises BenchError when the exit code is not in ``ok``.
+
+    The CPU figure counts every process on the machine, so it includes the command's
+    whole tree (the workers are the forkserver's children, which ``wait4`` never
+    sees) and whatever else ran. On a host whose cores the command keeps busy it is
+    the steadier figure: this VM's wall times drift by tens of percent within minutes.
+    """
     with tempfile.TemporaryFile() as errors, \
             open(stdout or os.devnull, "wb") as out:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), machine_cpu()
         process = subprocess.Popen(argv, stdout=out, stderr=errors, stdin=subprocess.DEVNULL)
         _, status, usage = _wait4(process.pid, timeout)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, machine_cpu() - cpu
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
         if process.returncode not in ok:
             errors.seek(0)
             tail = errors.read()[-2000:].decode(errors="replace")
             raise BenchError(f"{shlex.join(argv)} exited {process.returncode}:\n{tail}")
-    return elapsed, usage.ru_maxrss, process.returncode
+    return elapsed, usage.ru_maxrss, process.returncode, cpu
 
 
 def _wait4(pid: int, timeout: float):
@@ -107,9 +129,10 @@ def measure(name: str, argv: list[str], reps: int, *, group: str = "syschangemon
             before(rep)
         if cold:
             drop_caches()
-        elapsed, rss, _ = run_once(argv, ok=ok, stdout=stdout)
+        elapsed, rss, _, cpu = run_once(argv, ok=ok, stdout=stdout)
         row.times.append(elapsed)
         row.rss_kb.append(rss)
+        row.cpu.append(cpu)
     return row
 
 

@@ -133,9 +133,11 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
     linearity = _linearity(opts, aide is not None, say) if opts.linearity else None
     find_s = rows["find"].median
     limit_s = (find_s + rows["b3sum"].median) if rows["b3sum"].median and find_s else None
+    limit_cpu = rows["find"].cpu_median + rows["b3sum"].cpu_median if rows["b3sum"].cpu else None
     return {
         "mode": "cold" if cold else "warm", "reps": reps, "tree": info, "rows": rows,
-        "find_s": find_s, "find_plus_hash_s": limit_s, "db_bytes_after_baseline": db_baseline,
+        "find_s": find_s, "find_plus_hash_s": limit_s, "find_plus_hash_cpu": limit_cpu,
+        "db_bytes_after_baseline": db_baseline,
         "db_growth_per_nochange_session": db_growth, "nochange_sessions": sessions, "linearity": linearity,
         "targets": _targets(rows, find_s, limit_s, cold, db_growth, linearity), "notes": notes,
     }
