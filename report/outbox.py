@@ -14,8 +14,9 @@ A server that refuses the message itself (a 5xx reply to its data: too big, take
 spam) does not stop the queue at once: the reports behind it are tried too. If the
 server takes a later one, the refusal was about what the refused report holds, and
 would come again on every run: it becomes 'refused', as a mail server bounces a
-message. It is not retried, retention keeps it like a pending one, and
-``email-report -r`` sends it again once the cause is mended. If the server takes none
+message. It is not retried, retention keeps the newest ``report_keep`` refused reports
+besides the newest reports, and ``email-report -r`` sends one again once the cause is
+mended. If the server takes none
 after it, the refusal may as well be about the settings (a sender the server does not
 accept, DMARC) or a quota: the report stays pending. Three refusals in a row end the
 pass, so that refusing settings cost three attempts a run, not one per waiting report.

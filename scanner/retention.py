@@ -18,10 +18,16 @@ DELETE FROM contents WHERE digest NOT IN (
     SELECT content FROM versions WHERE content IS NOT NULL
     UNION SELECT stderr FROM versions WHERE stderr IS NOT NULL)
 """
-#: Unsent reports are kept whatever their age: an outage or a refusal must not lose an alert.
+#: Reports beyond the newest $keep, but never a pending one: an outage must not lose an
+#: alert. Refused reports (bounced, never retried) are alerts nobody received, so they
+#: outlive $keep too, but only the newest $keep of them: a server that refuses every
+#: report for months must not fill the disk with them.
 _DROP_REPORTS = f"""
-DELETE FROM reports WHERE coalesce(mail_state, 'none') NOT IN ({', '.join(map(repr, UNSENT_MAIL_STATES))}) AND uuid NOT IN (
-    SELECT uuid FROM reports ORDER BY created DESC LIMIT $keep)
+DELETE FROM reports WHERE
+    (coalesce(mail_state, 'none') NOT IN ({', '.join(map(repr, UNSENT_MAIL_STATES))})
+     AND uuid NOT IN (SELECT uuid FROM reports ORDER BY created DESC LIMIT $keep))
+ OR (mail_state = 'refused'
+     AND uuid NOT IN (SELECT uuid FROM reports WHERE mail_state = 'refused' ORDER BY created DESC LIMIT $keep))
 """
 
 

@@ -62,7 +62,8 @@ def run_email_report(context: Context) -> int:
     the server, and the exit status is 6. When the server refuses a message itself
     (a 5xx reply to it: too big, taken for spam), the reports after it are tried
     anyway; if the server takes one of them, the refused ones become "refused", as
-    a bounce: not retried, kept by cleanup, sent again by -r. Prints "report <uuid>
+    a bounce: not retried, kept by cleanup (the newest report_keep refused ones,
+    besides the newest report_keep reports), sent again by -r. Prints "report <uuid>
     mailed to N recipients" for each report sent.
 
     -r UUID mails that report whatever its state, so it also resends a report

@@ -46,7 +46,8 @@ def run_cleanup(context: Context) -> int:
 
     Keeps the newest session_keep sessions and report_keep reports ([syschangemon]),
     drops the stored versions no kept session can see, and never drops a report
-    that is still waiting to be mailed.
+    that is still waiting to be mailed. Reports the mail server refused (see
+    email-report) are kept beyond report_keep too: the newest report_keep of them.
     """
     session_keep, report_keep = retention_settings(context)
     with context.writing() as con:
