@@ -107,7 +107,7 @@ def _print_suite(payload: dict) -> None:
           f"(mean of {payload['nochange_sessions']}).")
     baseline = payload["rows"].get("baseline")
     if payload.get("find_plus_hash_cpu") and baseline is not None and baseline.cpu_median:
-        # The steadier comparison on a host the runs keep busy: see bench/README.md.
+        # Whether the gap to the peers is work or waiting: see bench/README.md.
         print(f"CPU s = CPU time of the whole machine during the run. Baseline collect "
               f"{baseline.cpu_median:.2f} CPU-s against find + b3sum's {payload['find_plus_hash_cpu']:.2f} "
               f"= {baseline.cpu_median / payload['find_plus_hash_cpu']:.2f}x.")

@@ -91,8 +91,8 @@ def run_once(argv: list[str], *, ok: tuple[int, ...] = (0,), stdout: str | None 
 
     The CPU figure counts every process on the machine, so it includes the command's
     whole tree (the workers are the forkserver's children, which ``wait4`` never
-    sees) and whatever else ran. On a host whose cores the command keeps busy it is
-    the steadier figure: this VM's wall times drift by tens of percent within minutes.
+    sees) and whatever else ran. Next to the wall time it tells work from waiting:
+    wall time cannot fall below CPU seconds over the cores.
     """
     with tempfile.TemporaryFile() as errors, \
             open(stdout or os.devnull, "wb") as out:
