@@ -114,8 +114,14 @@ def test_a_first_session_killed_after_its_walk_stores_nothing(host):
             break
         time.sleep(0.005)
     assert seen and run.poll() is None
+    command = _descendants(run.pid)
     run.send_signal(signal.SIGKILL)
     run.wait()
+    for pid in command:  # the sleep, which outlives a SIGKILL-ed collect
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert host.query("SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM versions)") == [(0, 0)]
     host.configure(plugins=only(""))
     host.run("collect")
