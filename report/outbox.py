@@ -16,10 +16,10 @@ server takes a later one, the refusal was about what the refused report holds, a
 would come again on every run: it becomes 'refused', as a mail server bounces a
 message. It is not retried, retention keeps the newest ``report_keep`` refused reports
 besides the newest reports, and ``email-report -r`` sends one again once the cause is
-mended. If the server takes none
-after it, the refusal may as well be about the settings (a sender the server does not
-accept, DMARC) or a quota: the report stays pending. Three refusals in a row end the
-pass, so that refusing settings cost three attempts a run, not one per waiting report.
+mended. If the server takes none after it, the refusal may as well be about the
+settings (a sender the server does not accept, DMARC) or a quota: the report stays
+pending. Three refusals in a row end the pass, so that refusing settings cost three
+attempts a run, not one per waiting report.
 """
 
 from __future__ import annotations

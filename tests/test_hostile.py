@@ -219,7 +219,7 @@ def test_hostile_tree_as_nobody_reports_names_safely(open_host):
     cli = [*SYSCHANGEMON, "-c", str(host.confdir)]
     first = run_as_nobody([*cli, "collect"], timeout=60)
     assert first.returncode == 0, first.stderr
-    # The first session too: the listing's error is its row's, whichever came in first.
+    # The first session, too, stores the listing's error on the directory's row.
     assert dict(host.query("SELECT url, error FROM versions"))[f"file://{host.tree}/locked"] == \
         "cannot list directory: Permission denied"
     for name in odd:
