@@ -79,8 +79,7 @@ def test_a_killed_worker_fails_the_run_at_once_and_stores_nothing(host):
     deadline = time.monotonic() + 30
     workers: list[int] = []
     while time.monotonic() < deadline and not workers:
-        # The forkserver is a child of collect; the workers are its children.
-        workers = [pid for pid in _descendants(run.pid) if pid not in _children_of(run.pid)]
+        workers = _forkserver_children(run.pid)
         time.sleep(0.01)
     assert workers, "no worker process seen"
     os.kill(workers[0], signal.SIGKILL)
@@ -155,7 +154,7 @@ def _most_workers(run: subprocess.Popen) -> int:
     """The most worker processes (the forkserver's children) seen at once while ``run`` runs."""
     most = 0
     while run.poll() is None:
-        most = max(most, len([pid for pid in _descendants(run.pid) if pid not in _children_of(run.pid)]))
+        most = max(most, len(_forkserver_children(run.pid)))
         time.sleep(0.005)
     return most
 
