@@ -190,6 +190,7 @@ class SessionBuilder:
         self._walked = 0    # entries in the staged walk files
         self._unlisted = 0  # of which directories that could not be listed
         self._walk_done = False
+        self._names: dict[str, dict[int, str | None]] = {"user": {}, "group": {}}  # id -> name
 
     def warn(self, message: str) -> None:
         """Record a warning in the session (shown by reports and list-sessions)."""
@@ -246,9 +247,7 @@ class SessionBuilder:
         if self.narrow:
             # Names come from the ids the versions hold: an id whose name changed
             # (a renamed user) changes every item it owns.
-            renamed = [self._resolve_names(kind, "current_versions", known=True)
-                       for kind in ("user", "group")]
-            con.execute(_walk_changes(*renamed))
+            con.execute(_walk_changes(*self._resolve_names("current_versions", known=True)))
             changed = "url IN (SELECT url FROM walk_changes WHERE url IS NOT NULL)"
             walked = f"(SELECT * FROM walk WHERE {changed})"
             versions = f"(SELECT * FROM current_versions WHERE {changed})"
@@ -274,28 +273,32 @@ class SessionBuilder:
         """
         return self.con.sql(query).to_arrow_table()
 
-    def _resolve_names(self, kind: str, source: str, known: bool = False) -> list[int]:
-        """Look up the owner (``kind`` user) or group names of the ids in ``source`` (a
-        table or view with uid and gid) once per id rather than per file. With ``known``,
-        ``source`` holds names too: returns the ids whose name is no longer the same."""
-        column, lookup = ("uid", _user_name) if kind == "user" else ("gid", _group_name)
-        pairs = f"{column}, {kind}_name" if known else f"{column}, NULL"
-        rows = self.con.execute(
-            f"SELECT DISTINCT {pairs} FROM {source} WHERE {column} IS NOT NULL "
-            f"AND {column} NOT IN (SELECT id FROM names_{kind})").fetchall()
-        names = {row[0]: lookup(row[0]) for row in rows}
-        table = pa.table({"id": pa.array(list(names), pa.int64()),
-                          "name": pa.array(list(names.values()), pa.string())})
-        self.con.register("names_batch", table)
-        self.con.execute(f"INSERT INTO names_{kind} SELECT * FROM names_batch")
-        self.con.unregister("names_batch")
-        return sorted({i for i, stored in rows if known and names[i] != stored})
+    def _resolve_names(self, source: str, known: bool = False) -> tuple[list[int], list[int]]:
+        """Look up the owner and group names of the ids in ``source`` (a table or view with
+        uid and gid) once per id rather than per file, in one pass over ``source``. With
+        ``known``, ``source`` holds names too: returns the uids and the gids whose name is
+        no longer the same."""
+        stored = "user_name, group_name" if known else "NULL, NULL"
+        rows = self.con.execute(f"SELECT DISTINCT uid, gid, {stored} FROM {source}").fetchall()
+        renamed = []
+        for kind, lookup, id_at in (("user", _user_name, 0), ("group", _group_name, 1)):
+            resolved = self._names[kind]
+            pairs = {(row[id_at], row[id_at + 2]) for row in rows if row[id_at] is not None}
+            new = {i: lookup(i) for i, _ in pairs if i not in resolved}
+            if new:
+                resolved.update(new)
+                table = pa.table({"id": pa.array(list(new), pa.int64()),
+                                  "name": pa.array(list(new.values()), pa.string())})
+                self.con.register("names_batch", table)
+                self.con.execute(f"INSERT INTO names_{kind} SELECT * FROM names_batch")
+                self.con.unregister("names_batch")
+            renamed.append(sorted({i for i, name in pairs if known and resolved[i] != name}))
+        return renamed[0], renamed[1]
 
     def finish_files(self) -> None:
         """Make the walked entries and what was read of them ready for the merge."""
         self.finish_walk()
-        for kind in ("user", "group"):
-            self._resolve_names(kind, self._walked_sql)
+        self._resolve_names(self._walked_sql)
 
     def commit(self, *, host: str | None = None) -> SessionInfo:
         """Merge everything into the versioned items as a new session, in one transaction."""
@@ -318,13 +321,14 @@ class SessionBuilder:
                 con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} "
                             "FROM file_items WHERE NOT unchanged", sid)
                 con.execute("INSERT INTO versions " + _other_changed(), sid)
-                con.execute("""
-                    UPDATE versions SET until = $sid
-                    WHERE until IS NULL AND since < $sid AND url IN (
-                        SELECT url FROM versions WHERE since = $sid
-                        UNION ALL
-                        SELECT url FROM vanished)
-                """, sid)
+                if self.has_history:  # else no version is open: nothing to close
+                    con.execute("""
+                        UPDATE versions SET until = $sid
+                        WHERE until IS NULL AND since < $sid AND url IN (
+                            SELECT url FROM versions WHERE since = $sid
+                            UNION ALL
+                            SELECT url FROM vanished)
+                    """, sid)
                 con.execute("""
                     INSERT INTO contents SELECT DISTINCT ON (digest) * FROM new_contents n
                     WHERE NOT EXISTS (SELECT 1 FROM contents c WHERE c.digest = n.digest)""")

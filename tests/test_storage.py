@@ -23,6 +23,11 @@ def test_live_tables_match_the_schema_definition(host):
         spelled = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
         assert [kind for _, kind in live] == [spelled.get(c.sql, c.sql) for c in columns], table
     assert dict(host.query("SELECT key, value FROM meta"))["schema_version"] == "1"
+    # Columns the schema gives a compression are written with it, in a real collect.
+    stored = dict(host.query("SELECT column_name, compression FROM pragma_storage_info('versions') "
+                             "WHERE segment_type <> 'VALIDITY'"))
+    forced = {c.name: c.compression.upper() for c in TABLES["versions"] if c.compression}
+    assert forced and {name: stored[name] for name in forced} == forced
 
 
 def test_corrupt_database_is_a_clear_error_and_is_left_alone(host):
