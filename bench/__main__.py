@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.runners import BenchError
+from bench.runners import BenchError, byte_compile_product
 from bench.scaling import ScalingOptions, run_scaling
 from bench.scaling import table as scaling_table
 from bench.suite import SuiteOptions, run_suite
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     started = time.monotonic()
     load_at_start = os.getloadavg()
+    byte_compile_product()
     try:
         if args.mode == "scaling":
             payload = run_scaling(ScalingOptions(args.workdir, args.sizes, args.max_files, args.changes,
