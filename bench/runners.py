@@ -127,15 +127,51 @@ def measure(name: str, argv: list[str], reps: int, *, group: str = "syschangemon
     """Time ``argv`` ``reps`` times; ``before(rep)`` runs untimed ahead of each repetition."""
     row = Measurement(name, _display(argv), group=group, note=note)
     for rep in range(reps):
-        if before:
-            before(rep)
-        if cold:
-            drop_caches()
-        elapsed, rss, _, cpu = run_once(argv, ok=ok, stdout=stdout)
-        row.times.append(elapsed)
-        row.rss_kb.append(rss)
-        row.cpu.append(cpu)
+        _time_once(row, argv, rep, before=before, cold=cold, ok=ok, stdout=stdout)
     return row
+
+
+def new_row(name: str, argv: list[str], group: str = "syschangemon", note: str = "") -> Measurement:
+    """An empty row for ``argv``, for measure_interleaved to fill."""
+    return Measurement(name, _display(argv), group=group, note=note)
+
+
+@dataclass
+class Timed:
+    """A command of an interleaved measurement: its row, its argv, what runs before it."""
+
+    row: Measurement
+    argv: list[str]
+    before: Callable[[int], None] | None = None
+
+
+def measure_interleaved(commands: list[Timed], reps: int, *, cold: bool = False) -> list[list[float]]:
+    """Time the commands in turn, once each per repetition (A B C, A B C, ...), adding
+    to their rows; returns each command's times of this call, in the order given.
+
+    This VM's speed drifts by tens of percent within minutes. Timed one after the
+    other, the peers can land in a fast minute and the product in a slow one; taken
+    per repetition of an interleaved run, a ratio compares runs a few seconds apart.
+    """
+    times: list[list[float]] = [[] for _ in commands]
+    for rep in range(reps):
+        for command, mine in zip(commands, times):
+            mine.append(_time_once(command.row, command.argv, rep, before=command.before, cold=cold))
+    return times
+
+
+def _time_once(row: Measurement, argv: list[str], rep: int, *, before: Callable[[int], None] | None,
+               cold: bool, ok: tuple[int, ...] = (0,), stdout: str | None = None) -> float:
+    """One timed run of ``argv``, recorded in ``row``; returns its wall time."""
+    if before:
+        before(rep)
+    if cold:
+        drop_caches()
+    elapsed, rss, _, cpu = run_once(argv, ok=ok, stdout=stdout)
+    row.times.append(elapsed)
+    row.rss_kb.append(rss)
+    row.cpu.append(cpu)
+    return elapsed
 
 
 def _display(argv: list[str]) -> str:
