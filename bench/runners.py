@@ -125,14 +125,14 @@ def measure(name: str, argv: list[str], reps: int, *, group: str = "syschangemon
             before: Callable[[int], None] | None = None, cold: bool = False,
             ok: tuple[int, ...] = (0,), note: str = "", stdout: str | None = None) -> Measurement:
     """Time ``argv`` ``reps`` times; ``before(rep)`` runs untimed ahead of each repetition."""
-    row = Measurement(name, _display(argv), group=group, note=note)
+    row = new_row(name, argv, group, note)
     for rep in range(reps):
         _time_once(row, argv, rep, before=before, cold=cold, ok=ok, stdout=stdout)
     return row
 
 
 def new_row(name: str, argv: list[str], group: str = "syschangemon", note: str = "") -> Measurement:
-    """An empty row for ``argv``, for measure_interleaved to fill."""
+    """An empty row for ``argv``, for measure or measure_interleaved to fill."""
     return Measurement(name, _display(argv), group=group, note=note)
 
 
