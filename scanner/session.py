@@ -67,14 +67,17 @@ def _reusable(prefix: str = "v.") -> str:
 
 
 def _walk_changes(renamed_uids: Iterable[int], renamed_gids: Iterable[int]) -> str:
-    """Walked entries that may differ from their current version, and current versions
-    the walk did not find (``gone``), in one pass over urls and stat attributes only.
+    """Walked entries that may differ from their current version (their whole walk
+    rows), and current versions the walk did not find (``gone``, the rest NULL), in one
+    pass over urls and stat attributes only.
 
     Every other walked entry is unchanged: its stat attributes, its owner's names and its
     error equal its version's, it is not to be re-read, and so the version stands as it
-    is. Carrying a dozen narrow columns through this join instead of every attribute
-    (and the digest, xattrs and text of both sides) made a no-change merge of a million
-    entries four times faster (3.0 s to 0.7 s).
+    is. Carrying a dozen narrow columns of the versions through this join instead of
+    every attribute (and the digest, xattrs and text of both sides) made a no-change
+    merge of a million entries four times faster (3.0 s to 0.7 s). The walk's side costs
+    the same whole or narrow, and kept whole it spares every later step a scan of all
+    the staged files (30 ms of a 210,000-entry no-change collect).
     """
     differs = " OR ".join(f"{value} IS DISTINCT FROM v.{quote(name)}" for name, value in _WALKED.items())
     versions = ", ".join(quote(name) for name in _WALKED)
@@ -82,7 +85,7 @@ def _walk_changes(renamed_uids: Iterable[int], renamed_gids: Iterable[int]) -> s
                for column, ids in (("uid", renamed_uids), ("gid", renamed_gids)) if ids]
     return f"""
 CREATE OR REPLACE TEMP TABLE walk_changes AS
-SELECT w.url, CASE WHEN w.url IS NULL THEN v.url END AS gone
+SELECT w.*, CASE WHEN w.url IS NULL THEN v.url END AS gone
 FROM (SELECT * FROM walk WHERE st_mode IS NOT NULL) w
 FULL OUTER JOIN (SELECT url, {versions}, {_reusable("")} AS reusable
                  FROM current_versions) v ON v.url = w.url
@@ -248,9 +251,9 @@ class SessionBuilder:
             # Names come from the ids the versions hold: an id whose name changed
             # (a renamed user) changes every item it owns.
             con.execute(_walk_changes(*self._resolve_names("current_versions", known=True)))
-            changed = "url IN (SELECT url FROM walk_changes WHERE url IS NOT NULL)"
-            walked = f"(SELECT * FROM walk WHERE {changed})"
-            versions = f"(SELECT * FROM current_versions WHERE {changed})"
+            walked = "(SELECT * EXCLUDE (gone) FROM walk_changes WHERE url IS NOT NULL)"
+            versions = ("(SELECT * FROM current_versions "
+                        "WHERE url IN (SELECT url FROM walk_changes WHERE url IS NOT NULL))")
         con.execute(_file_items(walked, versions))
         self._walked_sql, self._versions_sql = walked, versions
 
