@@ -160,6 +160,12 @@ def measure_interleaved(commands: list[Timed], reps: int, *, cold: bool = False)
     return times
 
 
+def paired_ratio(times: list[float], bases: list[float]) -> float | None:
+    """Median of times[i] / bases[i]: ratios of runs made a few seconds apart (see
+    measure_interleaved)."""
+    return median(t / b for t, b in zip(times, bases)) if times and all(bases) else None
+
+
 def _time_once(row: Measurement, argv: list[str], rep: int, *, before: Callable[[int], None] | None,
                cold: bool, ok: tuple[int, ...] = (0,), stdout: str | None = None) -> float:
     """One timed run of ``argv``, recorded in ``row``; returns its wall time."""

@@ -1,8 +1,9 @@
 """``python -m bench scaling``: the same number of changes on trees of growing size.
 
-Per size: the find walk, a baseline collect, no-change collects (time and peak RSS),
-the database size after the baseline and after ``sessions`` no-change sessions, then
-a collect after the scripted changes and ``diff`` of it (when the CLI has diff).
+Per size: a baseline collect, then the find walk and no-change collects in turn (time
+and peak RSS; their ratio is the median of each repetition's, as in the suite), the
+database size after the baseline and after ``sessions`` no-change sessions, then a
+collect after the scripted changes and ``diff`` of it (when the CLI has diff).
 A no-change collect should grow like the walk; diff like the number of changes.
 """
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import Target
-from bench.runners import Product, find_walk, measure, run_once, warm_cache
+from bench.runners import (Product, Timed, find_walk, measure, measure_interleaved, new_row, paired_ratio,
+                           run_once, warm_cache)
 from bench.tree import TreeShape, apply_changes, ensure_tree, revert
 
 #: Scaling trees hold small files only (median 1 KiB): the walk and the merge are measured,
@@ -51,10 +53,12 @@ def _one_size(opts: ScalingOptions, files: int, say: Callable[[str], None]) -> d
     commands = product.commands()
     row: dict = {"files": info.files, "entries": info.entries, "bytes": info.bytes,
                  "widest_dirs": info.widest_dirs}
-    find = measure("find", find_walk(root, opts.workdir / "scale-find.txt"), opts.reps)
     baseline = measure("baseline", product.argv("collect"), 1, before=product.fresh)
     row["db_bytes_baseline"], row["db_used_baseline"] = product.db_bytes(), product.used_bytes()
-    nochange = measure("no change", product.argv("collect"), opts.reps)
+    find_argv, collect = find_walk(root, opts.workdir / "scale-find.txt"), product.argv("collect")
+    find, nochange = new_row("find", find_argv), new_row("no change", collect)
+    find_times, nochange_times = measure_interleaved([Timed(find, find_argv), Timed(nochange, collect)],
+                                                     opts.reps)
     for _ in range(max(0, opts.sessions - opts.reps)):
         run_once(product.argv("collect"))
     sessions = max(opts.sessions, opts.reps)
@@ -72,7 +76,7 @@ def _one_size(opts: ScalingOptions, files: int, say: Callable[[str], None]) -> d
     row.update({
         "find_s": find.median, "baseline_s": baseline.median, "baseline_rss_mb": baseline.peak_rss_mb,
         "nochange_s": nochange.median, "nochange_rss_mb": nochange.peak_rss_mb,
-        "nochange_x_find": nochange.median / find.median, "changed_s": changed.median,
+        "nochange_x_find": paired_ratio(nochange_times, find_times), "changed_s": changed.median,
         "changed_rss_mb": changed.peak_rss_mb, "changes": changes.count,
         "diff_s": diff.median if diff else None,
         "diff_note": None if diff else "no diff command in the installed CLI",
@@ -108,7 +112,8 @@ def _targets(results: list[dict]) -> list[Target]:
     targets = []
     for r in results:
         size = f"{r['files']:,} files"
-        targets.append(Target(f"no-change collect / find walk, {size}", r["nochange_x_find"], 1.5, "x"))
+        targets.append(Target(f"no-change collect / find walk, {size}", r["nochange_x_find"], 1.5, "x",
+                              "median of the ratios of each repetition, timed in turn"))
         targets.append(Target(f"DB growth per no-change session, {size}",
                               max(r["db_growth_per_session"], r["db_used_growth_per_session"]) / 1024,
                               64, " KiB", f"mean of {r['nochange_sessions']} sessions; larger of file "

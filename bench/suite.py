@@ -7,11 +7,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
 
 from bench.report import Target
 from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, Timed, drop_caches, find_walk,
-                           hash_all, measure, measure_interleaved, new_row, product_hash_key, run_once,
+                           hash_all, measure, measure_interleaved, new_row, paired_ratio, product_hash_key, run_once,
                            skipped, warm_cache)
 from bench.tree import TreeInfo, TreeShape, WideShape, apply_changes, ensure_tree, revert
 
@@ -99,10 +98,10 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
     nochange = Timed(new_row("collect, no change", collect), collect)
     find_again, nochange_times = measure_interleaved([timed["find"], nochange], reps, cold=cold)
     add("nochange", nochange.row)
-    paired = {"nochange": _paired(nochange_times, find_again),
-              "baseline": _paired(times["baseline"], [f + b for f, b in zip(times["find"], times["b3sum"])])
+    paired = {"nochange": paired_ratio(nochange_times, find_again),
+              "baseline": paired_ratio(times["baseline"], [f + b for f, b in zip(times["find"], times["b3sum"])])
               if "b3sum" in times else None,
-              "baseline_cold": _paired(times["baseline"], times["b3sum8"]) if "b3sum8" in times else None}
+              "baseline_cold": paired_ratio(times["baseline"], times["b3sum8"]) if "b3sum8" in times else None}
     for _ in range(opts.sessions - reps):
         run_once(product.argv("collect"))
     sessions = max(reps, opts.sessions)
@@ -231,11 +230,6 @@ def _targets(rows: dict[str, Measurement], paired: dict[str, float | None], cold
                 targets.append(Target(f"linearity: 1x20000 / 10x2000 dirs, {key}", value, 1.10, "x",
                                       f"same entry count, 1.0 is linear; find's own ratio {find_ratio:.2f}"))
     return targets
-
-
-def _paired(times: list[float], bases: list[float]) -> float | None:
-    """Median of times[i] / bases[i]: ratios of runs made a few seconds apart."""
-    return median(t / b for t, b in zip(times, bases)) if times and all(bases) else None
 
 
 def _describe(tree: Path) -> TreeInfo:
