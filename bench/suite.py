@@ -10,8 +10,8 @@ from pathlib import Path
 
 from bench.report import Target
 from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, Timed, drop_caches, find_walk,
-                           hash_all, measure, measure_interleaved, new_row, paired_ratio, product_hash_key, run_once,
-                           skipped, warm_cache)
+                           hash_all, measure, measure_interleaved, new_row, paired_ratio, product_hash_key,
+                           run_once, skipped, warm_cache)
 from bench.tree import TreeInfo, TreeShape, WideShape, apply_changes, ensure_tree, revert
 
 AIDE_GROUP = "AIDE (p+i+n+u+g+s+m+c+sha256)"
@@ -98,9 +98,9 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
     nochange = Timed(new_row("collect, no change", collect), collect)
     find_again, nochange_times = measure_interleaved([timed["find"], nochange], reps, cold=cold)
     add("nochange", nochange.row)
+    limits = [f + b for f, b in zip(times["find"], times["b3sum"])] if "b3sum" in times else None
     paired = {"nochange": paired_ratio(nochange_times, find_again),
-              "baseline": paired_ratio(times["baseline"], [f + b for f, b in zip(times["find"], times["b3sum"])])
-              if "b3sum" in times else None,
+              "baseline": paired_ratio(times["baseline"], limits) if limits else None,
               "baseline_cold": paired_ratio(times["baseline"], times["b3sum8"]) if "b3sum8" in times else None}
     for _ in range(opts.sessions - reps):
         run_once(product.argv("collect"))
