@@ -77,7 +77,7 @@ def _walk_changes(renamed_uids: Iterable[int], renamed_gids: Iterable[int]) -> s
     every attribute (and the digest, xattrs and text of both sides) made a no-change
     merge of a million entries four times faster (3.0 s to 0.7 s). The walk's side costs
     the same whole or narrow, and kept whole it spares every later step a scan of all
-    the staged files (30 ms of a 210,000-entry no-change collect).
+    the staged files: a collect of 210,000 entries after 1,000 changes took 6 % less.
     """
     differs = " OR ".join(f"{value} IS DISTINCT FROM v.{quote(name)}" for name, value in _WALKED.items())
     versions = ", ".join(quote(name) for name in _WALKED)
