@@ -160,10 +160,21 @@ def measure_interleaved(commands: list[Timed], reps: int, *, cold: bool = False)
     return times
 
 
-def paired_ratio(times: list[float], bases: list[float]) -> float | None:
-    """Median of times[i] / bases[i]: ratios of runs made a few seconds apart (see
-    measure_interleaved)."""
-    return median(t / b for t, b in zip(times, bases)) if times and all(bases) else None
+def ratios(times: list[float], bases: list[float]) -> list[float]:
+    """times[i] / bases[i]: ratios of runs made a few seconds apart (see measure_interleaved)."""
+    return [t / b for t, b in zip(times, bases)] if bases and all(bases) else []
+
+
+def paired_ratio(each: list[float]) -> float | None:
+    """The median of ``ratios``: what a target compares with its limit."""
+    return median(each) if each else None
+
+
+def ratio_note(each: list[float]) -> str:
+    """How a target's ratio was taken, with the spread of the repetitions' ratios: how
+    near the limit the VM's faster and slower minutes came."""
+    spread = f" ({min(each):.2f}-{max(each):.2f})" if each else ""
+    return f"median of the ratios of each repetition{spread}, timed in turn"
 
 
 def _time_once(row: Measurement, argv: list[str], rep: int, *, before: Callable[[int], None] | None,

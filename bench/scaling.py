@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.report import Target
 from bench.runners import (Product, Timed, find_walk, measure, measure_interleaved, new_row, paired_ratio,
-                           run_once, warm_cache)
+                           ratio_note, ratios, run_once, warm_cache)
 from bench.tree import TreeShape, apply_changes, ensure_tree, revert
 
 #: Scaling trees hold small files only (median 1 KiB): the walk and the merge are measured,
@@ -59,6 +59,7 @@ def _one_size(opts: ScalingOptions, files: int, say: Callable[[str], None]) -> d
     find, nochange = new_row("find", find_argv), new_row("no change", collect)
     find_times, nochange_times = measure_interleaved([Timed(find, find_argv), Timed(nochange, collect)],
                                                      opts.reps)
+    row["nochange_ratios"] = ratios(nochange_times, find_times)
     for _ in range(max(0, opts.sessions - opts.reps)):
         run_once(product.argv("collect"))
     sessions = max(opts.sessions, opts.reps)
@@ -76,7 +77,7 @@ def _one_size(opts: ScalingOptions, files: int, say: Callable[[str], None]) -> d
     row.update({
         "find_s": find.median, "baseline_s": baseline.median, "baseline_rss_mb": baseline.peak_rss_mb,
         "nochange_s": nochange.median, "nochange_rss_mb": nochange.peak_rss_mb,
-        "nochange_x_find": paired_ratio(nochange_times, find_times), "changed_s": changed.median,
+        "nochange_x_find": paired_ratio(row["nochange_ratios"]), "changed_s": changed.median,
         "changed_rss_mb": changed.peak_rss_mb, "changes": changes.count,
         "diff_s": diff.median if diff else None,
         "diff_note": None if diff else "no diff command in the installed CLI",
@@ -113,7 +114,7 @@ def _targets(results: list[dict]) -> list[Target]:
     for r in results:
         size = f"{r['files']:,} files"
         targets.append(Target(f"no-change collect / find walk, {size}", r["nochange_x_find"], 1.5, "x",
-                              "median of the ratios of each repetition, timed in turn"))
+                              ratio_note(r["nochange_ratios"])))
         targets.append(Target(f"DB growth per no-change session, {size}",
                               max(r["db_growth_per_session"], r["db_used_growth_per_session"]) / 1024,
                               64, " KiB", f"mean of {r['nochange_sessions']} sessions; larger of file "

@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.report import Target
 from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, Timed, drop_caches, find_walk,
                            hash_all, measure, measure_interleaved, new_row, paired_ratio, product_hash_key,
-                           run_once, skipped, warm_cache)
+                           ratio_note, ratios, run_once, skipped, warm_cache)
 from bench.tree import TreeInfo, TreeShape, WideShape, apply_changes, ensure_tree, revert
 
 AIDE_GROUP = "AIDE (p+i+n+u+g+s+m+c+sha256)"
@@ -98,10 +98,10 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
     nochange = Timed(new_row("collect, no change", collect), collect)
     find_again, nochange_times = measure_interleaved([timed["find"], nochange], reps, cold=cold)
     add("nochange", nochange.row)
-    limits = [f + b for f, b in zip(times["find"], times["b3sum"])] if "b3sum" in times else None
-    paired = {"nochange": paired_ratio(nochange_times, find_again),
-              "baseline": paired_ratio(times["baseline"], limits) if limits else None,
-              "baseline_cold": paired_ratio(times["baseline"], times["b3sum8"]) if "b3sum8" in times else None}
+    limits = [f + b for f, b in zip(times["find"], times["b3sum"])] if "b3sum" in times else []
+    each = {"nochange": ratios(nochange_times, find_again), "baseline": ratios(times["baseline"], limits),
+            "baseline_cold": ratios(times["baseline"], times.get("b3sum8", []))}
+    paired = {key: paired_ratio(values) for key, values in each.items()}
     for _ in range(opts.sessions - reps):
         run_once(product.argv("collect"))
     sessions = max(reps, opts.sessions)
@@ -152,8 +152,8 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
         "find_s": find_s, "find_plus_hash_s": limit_s, "find_plus_hash_cpu": limit_cpu,
         "db_bytes_after_baseline": db_baseline,
         "db_growth_per_nochange_session": db_growth, "nochange_sessions": sessions, "linearity": linearity,
-        "paired_ratios": paired,
-        "targets": _targets(rows, paired, cold, db_growth, linearity), "notes": notes,
+        "paired_ratios": paired, "repetition_ratios": each,
+        "targets": _targets(rows, each, cold, db_growth, linearity), "notes": notes,
     }
 
 
@@ -205,18 +205,21 @@ def _linearity(opts: SuiteOptions, with_aide: bool, say) -> dict:
     return result
 
 
-def _targets(rows: dict[str, Measurement], paired: dict[str, float | None], cold: bool,
+def _targets(rows: dict[str, Measurement], each: dict[str, list[float]], cold: bool,
              db_growth: float, linearity: dict | None) -> list[Target]:
+    """``each``: the ratios of each repetition (suite's ``ratios``), by target."""
     nochange = rows.get("nochange")
-    each = "median of the ratios of each repetition, timed in turn"
     targets = []
     if cold:
-        targets.append(Target("baseline collect / b3sum -P8, cold", paired["baseline_cold"], 1.25, "x",
-                              each if paired["baseline_cold"] else "b3sum not installed"))
+        targets.append(Target("baseline collect / b3sum -P8, cold", paired_ratio(each["baseline_cold"]), 1.25,
+                              "x", ratio_note(each["baseline_cold"]) if each["baseline_cold"]
+                              else "b3sum not installed"))
     else:
-        targets.append(Target("baseline collect / (find walk + b3sum -Pcores), warm", paired["baseline"],
-                              1.2, "x", f"{each}; aim beyond: 1.0x"))
-    targets.append(Target("no-change collect / find walk", paired["nochange"], 1.5, "x", each))
+        targets.append(Target("baseline collect / (find walk + b3sum -Pcores), warm",
+                              paired_ratio(each["baseline"]), 1.2, "x",
+                              f"{ratio_note(each['baseline'])}; aim beyond: 1.0x"))
+    targets.append(Target("no-change collect / find walk", paired_ratio(each["nochange"]), 1.5, "x",
+                          ratio_note(each["nochange"])))
     check = rows.get("aide_check")
     speedup = (check.median / nochange.median) if check and check.median and nochange else None
     targets.append(Target("aide --check / no-change collect (speed-up)", speedup, 40, "x",
