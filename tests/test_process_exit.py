@@ -54,3 +54,14 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(host):
         stderr = process.stderr.read()
         assert process.wait(timeout=60) == 0
     assert stderr == b""
+
+
+def test_a_command_started_with_stdout_closed_succeeds(host):
+    # cron or a wrapper may start it with the descriptor closed (>&-): Python then has no
+    # sys.stdout at all, and the command must still end with its own status.
+    make_tree(host.tree, {"a": "1"})
+    result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *SYSCHANGEMON, "-c", str(host.confdir),
+                             "collect"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            env=_buffered(), timeout=120)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert host.query("SELECT count(*) FROM sessions") == [(1,)]
