@@ -1,6 +1,7 @@
 """How a command's process ends: the console script skips the interpreter's teardown
 (scanner.launch.exit_now), so what an exit must still do is checked here on the
-installed CLI: output flushed whole, exit handlers run, a reader that leaves early."""
+installed CLI: output flushed whole, exit handlers run (log, temporary files), a reader
+that leaves early, a stdout that was never open."""
 
 from __future__ import annotations
 
