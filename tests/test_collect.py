@@ -100,6 +100,35 @@ def test_excludes_win_and_excluded_directories_are_pruned(host):
     assert f"file://{host.tree}/keep/g" in urls
 
 
+def test_a_walk_without_reading_finds_what_a_walk_that_reads_finds(host):
+    # The first collect reads every file where it walks it; later ones only walk (a loop
+    # of their own in scanner/walk.py). Both must apply the globs and record entries alike.
+    tree = {"etc": {"a.conf": "1", "a.conf.bak": "2", "cache": {"f": "3"}, "link": Symlink("a.conf"),
+                    b"odd\xffname": "4", "sub": {"x": "5"}},
+            "opt": {"only.conf": "6", "other": "7"}}
+    make_tree(host.tree, tree)
+    host.configure(include=[f"{host.tree}/etc/**", f"{host.tree}/opt/*.conf"],
+                   exclude=["**.bak", f"{host.tree}/etc/cache"])
+    host.run("collect")
+    first = export_rows(host)
+    # Remove everything and make it again: new inodes and times, so the second collect
+    # walks entries that all changed, and only walks (it reads them afterwards).
+    shutil.rmtree(host.tree / "etc")
+    shutil.rmtree(host.tree / "opt")
+    make_tree(host.tree, tree)
+    assert "read" in host.run("collect").stdout
+    second = export_rows(host)
+    assert set(second) == set(first)
+    assert {f"file://{host.tree}/etc/link", f"file://{host.tree}/etc/odd\\xffname",
+            f"file://{host.tree}/opt/only.conf", f"file://{host.tree}/etc/sub/x"} <= set(second)
+    assert not any(u.endswith(".bak") or "/cache" in u or u.endswith("/other") for u in second)
+    made_anew = ("session_uuid", "inode", "mtime_ns", "ctime_ns")
+    for url, row in second.items():
+        assert {k: v for k, v in row.items() if k not in made_anew} == \
+            {k: v for k, v in first[url].items() if k not in made_anew}, url
+    assert second[f"file://{host.tree}/etc/link"]["target"] == "a.conf"
+
+
 def test_literal_include_and_overlapping_includes_give_each_item_once(host):
     make_tree(host.tree, {"etc": {"passwd": "p", "ssh": {"sshd_config": "s"}}})
     host.configure(include=[f"{host.tree}/etc/**", f"{host.tree}/etc/ssh/**",
