@@ -81,11 +81,12 @@ def test_no_change_collect_adds_no_version_rows_and_reuses_digests(host):
 
 
 def test_assume_change_and_paranoid_rehash(host):
-    make_tree(host.tree, {"passwd": "x\n", "other": "y\n", "third": "z\n"})
-    host.configure(file_extra=f"assume_change =\n    {host.tree}/passwd\n")
+    make_tree(host.tree, {"passwd": "x\n", "other": "y\n", "third": "z\n",
+                          "etc": {"shadow": "s\n", "group": "g\n"}, "var": {"log": {"shadow": "l\n"}}})
+    host.configure(file_extra=f"assume_change =\n    {host.tree}/passwd\n    {host.tree}/etc/shadow\n")
     host.run("collect")
-    assert "1 read" in host.run("collect").stdout
-    assert "3 read" in host.run("collect", "--paranoid").stdout
+    assert "2 read" in host.run("collect").stdout  # passwd and etc/shadow, not var/log/shadow
+    assert "9 read" in host.run("collect", "--paranoid").stdout
 
 
 def test_excludes_win_and_excluded_directories_are_pruned(host):
@@ -105,9 +106,9 @@ def test_a_walk_without_reading_finds_what_a_walk_that_reads_finds(host):
     # of their own in scanner/walk.py). Both must apply the globs and record entries alike.
     tree = {"etc": {"a.conf": "1", "a.conf.bak": "2", "cache": {"f": "3"}, "link": Symlink("a.conf"),
                     b"odd\xffname": "4", "sub": {"x": "5"}},
-            "opt": {"only.conf": "6", "other": "7"}}
+            "opt": {"only.conf": "6", "other": "7", "deeper": {"x.conf": "8", "y.txt": "9"}}}
     make_tree(host.tree, tree)
-    host.configure(include=[f"{host.tree}/etc/**", f"{host.tree}/opt/*.conf"],
+    host.configure(include=[f"{host.tree}/etc/**", f"{host.tree}/opt/*.conf", f"{host.tree}/opt/*/x.conf"],
                    exclude=["**.bak", f"{host.tree}/etc/cache"])
     host.run("collect")
     first = export_rows(host)
@@ -116,12 +117,13 @@ def test_a_walk_without_reading_finds_what_a_walk_that_reads_finds(host):
     shutil.rmtree(host.tree / "etc")
     shutil.rmtree(host.tree / "opt")
     make_tree(host.tree, tree)
-    assert "read" in host.run("collect").stdout
+    host.run("collect")
     second = export_rows(host)
     assert set(second) == set(first)
     assert {f"file://{host.tree}/etc/link", f"file://{host.tree}/etc/odd\\xffname",
-            f"file://{host.tree}/opt/only.conf", f"file://{host.tree}/etc/sub/x"} <= set(second)
-    assert not any(u.endswith(".bak") or "/cache" in u or u.endswith("/other") for u in second)
+            f"file://{host.tree}/opt/only.conf", f"file://{host.tree}/opt/deeper/x.conf",
+            f"file://{host.tree}/etc/sub/x"} <= set(second)
+    assert not any(u.endswith((".bak", "/other", "/y.txt")) or "/cache" in u for u in second)
     made_anew = ("session_uuid", "inode", "mtime_ns", "ctime_ns")
     for url, row in second.items():
         assert {k: v for k, v in row.items() if k not in made_anew} == \
