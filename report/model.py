@@ -32,6 +32,10 @@ from scanner.paths import escape
 from scanner.store import SessionInfo
 from scanner.timefmt import from_ns, local_time
 
+#: What report.render turns a model into (here, so the command line can offer them
+#: without importing Jinja2).
+FORMATS = ("text", "html", "json", "ndjson")
+
 MODEL_FORMAT = 1
 #: Lines of a new item's text shown in the report.
 PREVIEW_LINES = 200

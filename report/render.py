@@ -18,10 +18,9 @@ import jinja2
 import orjson
 from jinja2.sandbox import SandboxedEnvironment
 
-from report.model import KINDS, summary
+from report.model import FORMATS, KINDS, summary
 from scanner.errors import ConfigError
 
-FORMATS = ("text", "html", "json", "ndjson")
 TEMPLATES = {"text": "report.txt.j2", "html": "report.html.j2"}
 BUILTIN_DIR = Path(__file__).parent / "templates"
 #: Column widths of the text report (as the original's table: 15 | 50 | 50).

@@ -1,14 +1,21 @@
-"""email-report, and the mail step that ends run."""
+"""email-report, and the mail step that ends run.
+
+report.outbox (smtplib, ssl, email, Jinja2) is imported by the functions that mail,
+not with this module: every command imports it, and collect sends no mail.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
-from report.outbox import (Outbox, outbox_from_config, pending_reports, send_pending,
-                           send_report, skip_report)
 from report.store import find_report
 from scanner.commands.context import Command, Context
 from scanner.errors import ExitCode
+
+if TYPE_CHECKING:
+    from report.outbox import Outbox
 
 NOT_CONFIGURED = "mail not configured ([mail.smtp] to_addr): nothing sent"
 
@@ -28,6 +35,8 @@ def mail_queue(context: Context, con: duckdb.DuckDBPyConnection, *, announce: bo
 
     Says what was mailed or skipped (or that mail is off) only when ``announce`` is set.
     """
+    from report.outbox import outbox_from_config
+
     outbox = outbox_from_config(context.config)
     if outbox is None:
         if announce:
@@ -38,6 +47,8 @@ def mail_queue(context: Context, con: duckdb.DuckDBPyConnection, *, announce: bo
 
 def _send_queue(context: Context, con: duckdb.DuckDBPyConnection, outbox: Outbox, *,
                 announce: bool) -> None:
+    from report.outbox import send_pending
+
     result = send_pending(con, outbox, skip_empty=context.args.skip_empty_mail,
                           debug=context.args.debug)
     if announce:
@@ -75,6 +86,8 @@ def run_email_report(context: Context) -> int:
     run under cron prints nothing, --format json/ndjson/html output stays
     parseable, and each failed delivery is a line of an error.
     """
+    from report.outbox import outbox_from_config, pending_reports, send_report, skip_report
+
     outbox = outbox_from_config(context.config)
     if outbox is None:
         context.say(NOT_CONFIGURED)

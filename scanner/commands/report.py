@@ -9,8 +9,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from report.diff import DiffSettings, compute_diff, diff_settings
-from report.model import build_model, summary
-from report.render import FORMATS, render
+from report.model import FORMATS, build_model, summary
 from report.store import (ReportInfo, find_report, last_reported_session, list_reports, load_model,
                           save_report)
 from scanner.collect import collect
@@ -72,6 +71,14 @@ def _print(context: Context, output: str) -> None:
         context.say(output.removesuffix("\n"))
 
 
+def _print_rendered(context: Context, model: dict, fmt: str) -> None:
+    """Print the report ``model`` in ``fmt``, with [syschangemon] template_dir."""
+    # Imported here: every command imports this module, and collect needs no Jinja2.
+    from report.render import render
+
+    _print(context, render(model, fmt, template_dir=template_dir(context.config)))
+
+
 def run_diff(context: Context) -> int:
     """Diff two sessions and save the report in the database (default: the two newest).
 
@@ -99,7 +106,7 @@ def run_print_report(context: Context) -> int:
     with context.reading() as con:
         info = find_report(con, context.args.report_uuid)
         model = load_model(con, info.uuid)
-    _print(context, render(model, fmt, template_dir=template_dir(context.config)))
+    _print_rendered(context, model, fmt)
     return ExitCode.OK
 
 
@@ -155,7 +162,7 @@ def run_run(context: Context) -> int:
         _, model = make_report(context, con, find_session(con, previous), new, settings)
         cleanup(con, session_keep=session_keep, report_keep=report_keep)
         if not model["is_empty"]:
-            _print(context, render(model, fmt, template_dir=template_dir(context.config)))
+            _print_rendered(context, model, fmt)
         # email-report, under the lock: every pending report, this one included. Mail
         # lines only follow a printed text report: a clean cron run stays silent and
         # json/html output stays parseable. A failure raises DeliveryError (exit 6)
