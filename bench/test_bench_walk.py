@@ -46,3 +46,11 @@ def test_walk_worker_pool(benchmark, usr_tree: TreeInfo, tmp_path) -> None:
             return sum(result.walked for result in pool.walk([str(usr_tree.root)], with_details=False))
 
         assert benchmark(run) == usr_tree.entries - 1
+
+
+def test_instruction_count_walks_the_whole_tree(usr_tree: TreeInfo) -> None:
+    # What python -m bench.instructions counts must be the whole walk, at every stage.
+    from bench.instructions import STAGES, walk_like_workers
+
+    for stage in STAGES:
+        assert walk_like_workers(str(usr_tree.root), stage) == usr_tree.entries - 1
