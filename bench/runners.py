@@ -145,6 +145,12 @@ class Timed:
     before: Callable[[int], None] | None = None
 
 
+def timed(name: str, argv: list[str], group: str = "syschangemon",
+          before: Callable[[int], None] | None = None) -> Timed:
+    """A command for measure_interleaved, with an empty row named ``name``."""
+    return Timed(new_row(name, argv, group), argv, before)
+
+
 def measure_interleaved(commands: list[Timed], reps: int, *, cold: bool = False) -> list[list[float]]:
     """Time the commands in turn, once each per repetition (A B C, A B C, ...), adding
     to their rows; returns each command's times of this call, in the order given.

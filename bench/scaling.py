@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import Target
-from bench.runners import (Product, Timed, find_walk, measure, measure_interleaved, new_row, paired_ratio,
-                           ratio_note, ratios, run_once, warm_cache)
+from bench.runners import (Product, find_walk, measure, measure_interleaved, paired_ratio, ratio_note,
+                           ratios, run_once, timed, warm_cache)
 from bench.tree import TreeShape, apply_changes, ensure_tree, revert
 
 #: Scaling trees hold small files only (median 1 KiB): the walk and the merge are measured,
@@ -56,9 +56,9 @@ def _one_size(opts: ScalingOptions, files: int, say: Callable[[str], None]) -> d
     baseline = measure("baseline", product.argv("collect"), 1, before=product.fresh)
     row["db_bytes_baseline"], row["db_used_baseline"] = product.db_bytes(), product.used_bytes()
     find_argv, collect = find_walk(root, opts.workdir / "scale-find.txt"), product.argv("collect")
-    find, nochange = new_row("find", find_argv), new_row("no change", collect)
-    find_times, nochange_times = measure_interleaved([Timed(find, find_argv), Timed(nochange, collect)],
-                                                     opts.reps)
+    find_timed, nochange_timed = timed("find", find_argv), timed("no change", collect)
+    find_times, nochange_times = measure_interleaved([find_timed, nochange_timed], opts.reps)
+    find, nochange = find_timed.row, nochange_timed.row
     row["nochange_ratios"] = ratios(nochange_times, find_times)
     for _ in range(max(0, opts.sessions - opts.reps)):
         run_once(product.argv("collect"))

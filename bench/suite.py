@@ -10,8 +10,8 @@ from pathlib import Path
 
 from bench.report import Target
 from bench.runners import (AIDE_CHECK_OK, Aide, Measurement, Product, Timed, drop_caches, find_walk,
-                           hash_all, measure, measure_interleaved, new_row, paired_ratio, product_hash_key,
-                           ratio_note, ratios, run_once, skipped, warm_cache)
+                           hash_all, measure, measure_interleaved, paired_ratio, product_hash_key,
+                           ratio_note, ratios, run_once, skipped, timed, warm_cache)
 from bench.tree import TreeInfo, TreeShape, WideShape, apply_changes, ensure_tree, revert
 
 AIDE_GROUP = "AIDE (p+i+n+u+g+s+m+c+sha256)"
@@ -74,29 +74,28 @@ def run_suite(opts: SuiteOptions, say: Callable[[str], None]) -> dict:
     startup = measure("list-sessions (startup, empty db)", product.argv("list-sessions"), reps,
                       before=product.fresh, ok=(0, 4), note="interpreter + imports + open db")
     find_argv = find_walk(tree, out / "find.txt")
-    timed = {"find": Timed(new_row("find -printf stat walk", find_argv, "peers"), find_argv)}
+    commands_timed = {"find": timed("find -printf stat walk", find_argv, "peers")}
     if shutil.which("b3sum"):
         for key, processes, label in (("b3sum", cores, " (hash limit)"), ("b3sum8", 8, "")):
             argv = hash_all(tree, out / f"{key}.txt", processes)
-            timed[key] = Timed(new_row(f"find | xargs -P{processes} b3sum{label}", argv, "peers"), argv)
+            commands_timed[key] = timed(f"find | xargs -P{processes} b3sum{label}", argv, "peers")
     collect = product.argv("collect")
-    timed["baseline"] = Timed(new_row("collect, baseline (all hashed)", collect), collect,
-                              before=product.fresh)
-    times = dict(zip(timed, measure_interleaved(list(timed.values()), reps, cold=cold)))
+    commands_timed["baseline"] = timed("collect, baseline (all hashed)", collect, before=product.fresh)
+    times = dict(zip(commands_timed, measure_interleaved(list(commands_timed.values()), reps, cold=cold)))
     for key in ("find", "b3sum", "b3sum8"):
-        if key in timed:
-            add(key, timed[key].row)
-    if "b3sum" not in timed:
+        if key in commands_timed:
+            add(key, commands_timed[key].row)
+    if "b3sum" not in commands_timed:
         add("b3sum", skipped("find | xargs b3sum", "b3sum not installed (apt-get install b3sum)", "peers"))
     if opts.hash == "sha256":
         add("sha256sum", measure(f"find | xargs -P{cores} sha256sum", hash_all(
             tree, out / "sha256.txt", cores, "sha256sum"), reps, group="peers", cold=cold))
     add("startup", startup)
-    add("baseline", timed["baseline"].row)
+    add("baseline", commands_timed["baseline"].row)
     db_baseline, used_baseline = product.db_bytes(), product.used_bytes()
     product.save("baseline")
-    nochange = Timed(new_row("collect, no change", collect), collect)
-    find_again, nochange_times = measure_interleaved([timed["find"], nochange], reps, cold=cold)
+    nochange = timed("collect, no change", collect)
+    find_again, nochange_times = measure_interleaved([commands_timed["find"], nochange], reps, cold=cold)
     add("nochange", nochange.row)
     limits = [f + b for f, b in zip(times["find"], times["b3sum"])] if "b3sum" in times else []
     each = {"nochange": ratios(nochange_times, find_again), "baseline": ratios(times["baseline"], limits),
@@ -197,25 +196,23 @@ def _linearity(opts: SuiteOptions, with_aide: bool, say) -> dict:
         entries[label] = info.files + info.dirs
     commands: dict[str, dict[str, Timed]] = {"find": {}, "baseline": {}, "nochange": {}}
     for label, product in products.items():
+        collect = product.argv("collect")
         find = find_walk(product.tree, opts.workdir / "out" / f"wide-{label}.txt")
-        commands["find"][label] = Timed(new_row("find", find), find)
-        commands["baseline"][label] = Timed(new_row("baseline", product.argv("collect")),
-                                            product.argv("collect"), before=product.fresh)
-        commands["nochange"][label] = Timed(new_row("no change", product.argv("collect")),
-                                            product.argv("collect"))
+        commands["find"][label] = timed("find", find)
+        commands["baseline"][label] = timed("baseline", collect, before=product.fresh)
+        commands["nochange"][label] = timed("no change", collect)
         if with_aide:
             aide = Aide(opts.workdir / f"aide-{label}", product.tree, os.cpu_count() or 1)
-            commands.setdefault("aide_init", {})[label] = Timed(new_row("aide --init", aide.argv("init")),
-                                                                 aide.argv("init"))
+            commands.setdefault("aide_init", {})[label] = timed("aide --init", aide.argv("init"))
     result: dict = {label: {} for label in labels}
     result["ratio"], result["repetition_ratios"] = {}, {}
-    for key, timed in commands.items():
-        wide, narrow = measure_interleaved([timed[label] for label in labels], opts.reps)
+    for key, by_label in commands.items():
+        wide, narrow = measure_interleaved([by_label[label] for label in labels], opts.reps)
         if key == "baseline":
             for product in products.values():
                 product.save("baseline")  # the no-change collects start from it
         for label in labels:
-            seconds = timed[label].row.median
+            seconds = by_label[label].row.median
             result[label][key] = {"median_s": seconds, "us_per_entry": seconds / entries[label] * 1e6}
         each = ratios(wide, narrow)
         result["ratio"][key], result["repetition_ratios"][key] = paired_ratio(each), each
@@ -249,10 +246,9 @@ def _targets(rows: dict[str, Measurement], each: dict[str, list[float]], cold: b
         find_ratio = linearity["ratio"]["find"]
         for key, value in linearity["ratio"].items():
             if key not in ("aide_init", "find"):
-                each = linearity["repetition_ratios"][key]
                 targets.append(Target(f"linearity: 1x20000 / 10x2000 dirs, {key}", value, 1.10, "x",
                                       f"same entry count, 1.0 is linear; find's own ratio {find_ratio:.2f}; "
-                                      + ratio_note(each)))
+                                      + ratio_note(linearity["repetition_ratios"][key])))
     return targets
 
 
