@@ -59,11 +59,17 @@ def lines_digest(con: duckdb.DuckDBPyConnection, query: str, session_id: int) ->
     hasher = blake3.blake3()
     # Arrow batches, not rows: a batch's digests lie end to end in one buffer, hashed
     # without a Python object per line (a 245,000-line baseline seal: 0.28 -> 0.24 s).
+    # Read off the buffers rather than cast to binary(32): a cast imports
+    # pyarrow.compute, 40-60 ms of a collect that needs nothing else from it.
     with con.sql(query, params={"session": session_id}).to_arrow_reader(65536) as reader:
         for batch in reader:
-            digests = batch.column(0).cast(pa.binary(32))  # SHA-256: 32 bytes each
-            start = digests.offset * 32
-            hasher.update(memoryview(digests.buffers()[1])[start:start + len(digests) * 32])
+            digests = batch.column(0)
+            _, offsets, data = digests.buffers()
+            bounds = memoryview(offsets).cast("q" if pa.types.is_large_binary(digests.type) else "i")
+            start, end = bounds[digests.offset], bounds[digests.offset + len(digests)]
+            if end - start != 32 * len(digests):  # SHA-256: 32 bytes each, never NULL
+                raise ValueError("line digests are not 32 bytes each")
+            hasher.update(memoryview(data)[start:end])
     return hasher.hexdigest()
 
 

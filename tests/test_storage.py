@@ -11,6 +11,7 @@ import pytest
 
 from conftest import SYSCHANGEMON, make_tree, run_as_nobody
 from scanner.schema import TABLES
+from scanner.session import ROW_GROUP_ROWS, _insert_threads
 
 
 def test_live_tables_match_the_schema_definition(host):
@@ -111,3 +112,16 @@ def test_disk_full_is_a_clear_error_and_the_next_run_after_space_returns_succeed
     after = con.execute("SELECT uuid FROM sessions ORDER BY id").fetchall()
     con.close()
     assert after[: len(before)] == before and len(after) == len(before) + 1
+
+
+@pytest.mark.parametrize(("rows", "inside"), [(1_000, 4), (ROW_GROUP_ROWS, 1), (3 * ROW_GROUP_ROWS, 3),
+                                              (10 * ROW_GROUP_ROWS, 4)])
+def test_a_merge_runs_on_no_more_threads_than_it_fills_row_groups(tmp_path, rows, inside):
+    con = duckdb.connect(str(tmp_path / "db.duckdb"))
+    con.execute("SET threads = 4")
+    with _insert_threads(con, rows):
+        assert con.execute("SELECT current_setting('threads')").fetchall() == [(inside,)]
+    with pytest.raises(duckdb.Error), _insert_threads(con, rows):
+        con.execute("SELECT * FROM no_such_table")
+    assert con.execute("SELECT current_setting('threads')").fetchall() == [(4,)]  # put back
+    con.close()
