@@ -61,6 +61,6 @@ def _expected(algorithm: str, path: str) -> bytes:
 def test_detail_batch(benchmark, algorithm: str, kind: str, request) -> None:
     tasks = request.getfixturevalue(f"{kind}_files")
     benchmark.extra_info["bytes"] = sum(os.path.getsize(t[0][len("file://"):]) for t in tasks)
-    columns = benchmark(detail_batch, tasks)
+    columns, _ = benchmark(detail_batch, tasks)
     assert columns[3] == [None] * len(tasks)  # no errors
     assert columns[1][0] == _expected(algorithm, tasks[0][0][len("file://"):])

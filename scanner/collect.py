@@ -106,7 +106,7 @@ def _collect_files(settings: FileSettings, selector: ContentSelector | None,
                "staging": str(builder.staging.directory)}
     # A first session (or --paranoid) reads every file: read them where they are walked.
     read_all = not builder.has_history or builder.paranoid
-    with WorkerPool(settings.processes(read_all), options, settings.spec) as pool:
+    with WorkerPool(settings.workers, options, settings.spec, readers=settings.readers) as pool:
         for result in pool.walk(settings.spec.include.bases(), with_details=read_all):
             _take(result, builder, progress)
             on_progress(progress)

@@ -128,16 +128,17 @@ def _content_of(path: str, data: bytes | None) -> tuple[bytes | None, str | None
     return selector(path, bytes(data) if isinstance(data, memoryview) else data)
 
 
-def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[list, ...]:
-    """Digest and xattrs for a batch of (url, st_mode, inode, device); returns DETAIL_FIELDS
-    columns, a row of NULLs for a task that is None."""
+def detail_batch(tasks: list[tuple[str, int, int, int] | None]) -> tuple[tuple[list, ...], int]:
+    """Digest and xattrs for a batch of (url, st_mode, inode, device): DETAIL_FIELDS
+    columns (a row of NULLs for a task that is None), and how many of the files read
+    waited on the disk (``Reader.waited``)."""
     with Reader() as reader:
         for index, task in enumerate(tasks):
             if task is not None:
                 url, mode, inode, device = task
                 reader.add(index, url_to_path(url), mode, inode, device)
         columns = reader.columns(len(tasks))
-    return ([task[0] if task is not None else None for task in tasks],) + columns
+    return ([task[0] if task is not None else None for task in tasks],) + columns, reader.waited
 
 
 class Reader:
@@ -169,6 +170,8 @@ class Reader:
             self.flags |= os.O_NOATIME
         self.window: deque = deque()
         self.rows: dict[int, tuple] = {}
+        #: Small files the page cache did not hold whole: the pool's sign of a cold cache.
+        self.waited = 0
         self.nowait = getattr(os, "RWF_NOWAIT", 0)
         if _buffer is None:
             _buffer = bytearray(BIG_FILE + 1)
@@ -270,6 +273,7 @@ class Reader:
         try:
             got = os.preadv(fd, [self.view[:size + 1]], 0, self.nowait)
         except BlockingIOError:
+            self.waited += 1
             return -1
         except OSError as error:
             if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
@@ -278,7 +282,10 @@ class Reader:
             return -1
         # Fewer bytes than the size: only part is cached (or the file shrank, which the
         # ordinary read will tell).
-        return got if got >= size else -1
+        if got < size:
+            self.waited += 1
+            return -1
+        return got
 
     def _read(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
         try:

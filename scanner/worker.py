@@ -43,6 +43,7 @@ class TaskResult(NamedTuple):
     unlisted: int                # of which directories that could not be listed
     read: int                    # entries read (hashed, or their xattrs read)
     bytes_hashed: int
+    waited: int = 0              # of the files read, those the page cache did not hold
 
 
 def init_worker(options: dict[str, Any], spec: WalkSpec | None, parent: int) -> None:
@@ -100,10 +101,10 @@ def _reader(with_details: bool) -> AbstractContextManager[hasher.Reader | None]:
 
 def detail_task(tasks: list[tuple[str, int, int, int]]) -> TaskResult:
     """Digests and xattrs of (url, st_mode, inode, device) entries."""
-    columns = hasher.detail_batch(tasks)
+    columns, waited = hasher.detail_batch(tasks)
     detail, contents = hasher.detail_tables(columns)
     return TaskResult(None, write_table(_staging, "detail", detail), contents, [], [], 0, 0,
-                      len(tasks), hasher.bytes_hashed(columns))
+                      len(tasks), hasher.bytes_hashed(columns), waited)
 
 
 def entry_table(rows: list[tuple], details: tuple[list, ...] | None,
@@ -134,5 +135,6 @@ def _finish(out: WalkOutput, reader: hasher.Reader | None) -> TaskResult:
     detailed = [row[1] is not None for row in rows]
     return TaskResult(write_table(_staging, "walk", entry_table(rows, columns, detailed)), None,
                       hasher.content_table(columns[7], columns[9]), out.pending, out.warnings,
-                      len(rows), unlisted, len(rows) - unlisted, hasher.bytes_hashed(columns))
+                      len(rows), unlisted, len(rows) - unlisted, hasher.bytes_hashed(columns),
+                      reader.waited)
 

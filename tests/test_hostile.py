@@ -119,7 +119,7 @@ def test_file_replaced_or_deleted_between_walk_and_hash(tmp_path):
     os.unlink(gone)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # walked as a regular file, now a FIFO: must not hang
-    columns = detail_batch([
+    columns, _ = detail_batch([
         (path_to_url(str(path)), walked.st_mode, walked.st_ino, walked.st_dev),
         (path_to_url(str(gone)), gone_stat.st_mode, gone_stat.st_ino, gone_stat.st_dev),
         (path_to_url(str(fifo)), stat.S_IFREG | 0o644, 1, 1),
@@ -142,7 +142,7 @@ def test_read_ahead_window_keeps_order_and_closes_every_file(tmp_path):
     for index in range(0, 200, 7):
         os.unlink(tmp_path / f"f{index}")
     before = len(os.listdir("/proc/self/fd"))
-    columns = detail_batch(tasks + [None])
+    columns, _ = detail_batch(tasks + [None])
     assert len(os.listdir("/proc/self/fd")) == before
     assert columns[0] == [task[0] for task in tasks] + [None]
     for index, (digest, error) in enumerate(zip(columns[1], columns[3])):
@@ -171,7 +171,7 @@ def test_file_growing_while_hashed_is_flagged(tmp_path):
     writer = threading.Thread(target=grow)
     writer.start()
     try:
-        columns = detail_batch([(path_to_url(str(path)), walked.st_mode, walked.st_ino, walked.st_dev)])
+        columns, _ = detail_batch([(path_to_url(str(path)), walked.st_mode, walked.st_ino, walked.st_dev)])
     finally:
         stop.set()
         writer.join()

@@ -130,7 +130,7 @@ def test_configuration_lists_every_section_and_key_with_defaults(page):
             assert f"\n.B {key}\n" in body, f"[{section}] {key} missing from the man page"
     # Defaults come from the shipped conf/ files, comments included.
     assert "Default: 168" in text
-    assert "Worker processes; 0 means one per core, and two per core for a session that reads" in text
+    assert "Worker processes; 0 means one per core, growing to two per core once reads wait on" in text
 
 
 def test_files_and_see_also(page):

@@ -54,14 +54,17 @@ def test_files_read_from_cache_and_from_disk_get_the_same_rows(tmp_path):
         path.write_bytes(data)
         info = os.lstat(path)
         tasks.append((path_to_url(str(path)), info.st_mode, info.st_ino, info.st_dev))
-    warm = detail_batch(tasks)
+    warm, warm_waited = detail_batch(tasks)
     evicted = [_evict(tmp_path / name) for name, data in contents.items() if data]
     if not all(evicted):
         pytest.skip("this file system keeps the pages cached (cannot test the disk path)")
     before = _open_fds()
-    cold = detail_batch(tasks)
+    cold, cold_waited = detail_batch(tasks)
     assert _open_fds() == before
     assert cold == warm
+    # What tells the pool the cache is cold: small files that had to wait. (Not all of
+    # them: the probe that checked a file's eviction has the kernel read ahead in it.)
+    assert warm_waited == 0 and cold_waited > 0
     expected = [blake3.blake3(data).digest() for data in contents.values()]
     assert warm[1] == expected
     assert warm[3] == [None] * len(SIZES)           # no errors

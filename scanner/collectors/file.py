@@ -20,15 +20,11 @@ class FileSettings:
 
     spec: WalkSpec
     stat_key: tuple[str, ...]
-    #: worker processes of a session that reads only what changed
+    #: worker processes a session starts with
     workers: int
-    #: worker processes of a session that reads every file (the first, or --paranoid)
+    #: worker processes once reads wait on the disk (a cold cache)
     readers: int
     algorithm: str = "blake3"
-
-    def processes(self, read_all: bool) -> int:
-        """Worker processes for a session that reads every file (``read_all``) or not."""
-        return self.readers if read_all else self.workers
 
 
 def file_settings(config: Config) -> FileSettings | None:
@@ -52,10 +48,10 @@ def file_settings(config: Config) -> FileSettings | None:
         raise ConfigError(f"unknown digest {algorithm!r} (choose from {', '.join(ALGORITHMS)})",
                           **section.where("hash"))
     cores = os.cpu_count() or 1
-    # Reading every file, a worker often waits on the disk: by default twice as many as
-    # cores keep more reads in flight (a cold 1 GB baseline on 2 cores: 4.4-4.9 s with
-    # 2 workers, 3.7-4.0 s with 4; b3sum -P8 3.2-3.5 s), and warm they cost nothing.
-    # A walk of a later session is mostly lstat calls: one per core is quickest warm.
+    # One worker per core is quickest while the cache holds what is read; once reads
+    # wait on the disk, twice as many keep more of them in flight (a cold 1 GB baseline
+    # on 2 cores: 4.4-4.9 s with 2 workers, 3.7-4.0 s with 4; b3sum -P8 3.2-3.5 s).
+    # The pool (scanner/pool.py) grows from one to the other when it sees the wait.
     return FileSettings(WalkSpec(include, exclude, assume_change, one_fs), stat_key,
                         workers or cores, workers or 2 * cores, algorithm)
 
