@@ -324,8 +324,7 @@ class SessionBuilder:
                 # then close the versions they and the vanished items replace. One
                 # INSERT: a second would append to the row group the first has written,
                 # and the checkpoint would rewrite that whole (0.16 s at 245,000 rows).
-                rows = self._walked if not self.narrow else scalar(con, "SELECT count(*) FROM walk_changes")
-                with _insert_threads(con, rows):
+                with _insert_threads(con, self._new_versions_at_most()):
                     con.execute(f"INSERT INTO versions SELECT $sid, NULL, {column_list(ITEM_COLUMNS)} "
                                 "FROM file_items WHERE NOT unchanged UNION ALL " + _other_changed(), sid)
                 if self.has_history:  # else no version is open: nothing to close
@@ -353,6 +352,14 @@ class SessionBuilder:
                            "closed", orjson.dumps(self.warnings).decode() if self.warnings else None,
                            digest)
 
+    def _new_versions_at_most(self) -> int:
+        """How many file versions the merge may insert, as far as is known before it:
+        every entry in a first session, the changed ones in a later one, and 0 (not
+        known) in a --paranoid one, which reads every entry but may find few changed."""
+        if self.narrow:
+            return scalar(self.con, "SELECT count(*) FROM walk_changes")
+        return 0 if self.has_history else self._walked
+
     def discard(self) -> None:
         """Free what the session was built from (done by commit; call it when giving up).
 
@@ -378,7 +385,8 @@ ROW_GROUP_ROWS = 122_880
 
 @contextmanager
 def _insert_threads(con: duckdb.DuckDBPyConnection, rows: int) -> Iterator[None]:
-    """Run an INSERT of about ``rows`` rows on no more threads than it has row groups.
+    """Run an INSERT of at most ``rows`` rows on no more threads than it fills row
+    groups (0: not known, leave the threads).
 
     A baseline of 245,000 rows on 2 threads left each thread just short of a row
     group: half the rows waited for the checkpoint at close (0.13-0.19 s on one

@@ -114,7 +114,7 @@ def test_disk_full_is_a_clear_error_and_the_next_run_after_space_returns_succeed
     assert after[: len(before)] == before and len(after) == len(before) + 1
 
 
-@pytest.mark.parametrize(("rows", "inside"), [(1_000, 4), (ROW_GROUP_ROWS, 1), (3 * ROW_GROUP_ROWS, 3),
+@pytest.mark.parametrize(("rows", "inside"), [(0, 4), (1_000, 4), (ROW_GROUP_ROWS, 1), (3 * ROW_GROUP_ROWS, 3),
                                               (10 * ROW_GROUP_ROWS, 4)])
 def test_a_merge_runs_on_no_more_threads_than_it_fills_row_groups(tmp_path, rows, inside):
     con = duckdb.connect(str(tmp_path / "db.duckdb"))
