@@ -3,9 +3,9 @@
 ``Reader`` does the reading, for the walk (files opened by name in the directory it
 holds open) and for hash tasks (``detail_batch``, files opened by path). Each file is
 opened with O_NOFOLLOW|O_NONBLOCK (O_NOATIME as root), checked with fstat to be a
-regular file (the one walked), and read into memory: small files in one read, big ones
-through a reusable buffer. Whatever goes wrong becomes an ``error`` value in the
-result: a worker never raises for a bad file.
+regular file (the one walked), and read: small files in one read, big ones mapped
+where scanner/mapped.py finds that safe, else through a reusable buffer. Whatever goes
+wrong becomes an ``error`` value in the result: a worker never raises for a bad file.
 
 Results come back as columns and, through ``detail_tables``, as Arrow tables: the
 worker pays for the conversion, not the parent that loads the tables into DuckDB.
@@ -24,9 +24,10 @@ import blake3
 import orjson
 import pyarrow as pa
 
+from scanner import mapped
 from scanner.paths import url_to_path
 
-#: Files of at least this size are read through a reusable buffer (PERF.md).
+#: Files of at least this size are mapped or read through a reusable buffer (PERF.md).
 BIG_FILE = 1 << 20
 #: What reading an entry found, as the parent receives it (``detail_tables``).
 DETAIL_SCHEMA = pa.schema([
@@ -49,6 +50,7 @@ _buffer: bytearray | None = None
 def init_worker(options: dict[str, Any]) -> None:
     """Pool initializer: remember the options for every later batch in this process."""
     _options.update(options)
+    mapped.enable()
 
 
 def _new_hasher() -> Any:
@@ -61,22 +63,19 @@ def _new_hasher() -> Any:
     return blake3.blake3()
 
 
-def _read_all(fd: int, size: int, view: memoryview) -> tuple[Any, bytes | None, bool]:
-    """Hash a file's bytes (a big one through ``view``, BIG_FILE bytes); returns
-    (hasher, bytes if small, whether the size moved)."""
+def _read_all(fd: int, size: int, device: int, view: memoryview) -> tuple[Any, bytes | None, bool]:
+    """Hash a file's bytes (a big one mapped or through ``view``, BIG_FILE bytes);
+    returns (hasher, bytes if small, whether the size moved)."""
     hasher = _new_hasher()
     if size < BIG_FILE:
         # One read of size + 1: a longer answer means the file grew while we looked.
         data = os.read(fd, size + 1)
         hasher.update(data)
         return hasher, data, len(data) != size
-    # read(), not mmap as b3sum does: the copy out of the page cache is a fifth of a warm
-    # baseline's CPU samples, and mapped, the 6.9 GB of big files in the bench tree hash
-    # in 2.3 CPU-s against 2.6-2.9 s read. But a file truncated while mapped raises
-    # SIGBUS, which kills the worker: anyone who can write a watched file could stop
-    # every session.
-    total = 0
-    while count := os.readv(fd, [view]):
+    # Mapped where scanner/mapped.py can keep a truncation from killing the worker,
+    # read for the rest: the copy out of the page cache is a fifth of a warm baseline.
+    total = mapped.feed(fd, size, device, hasher.update)
+    while count := os.preadv(fd, [view], total):
         hasher.update(view[:count])
         total += count
     return hasher, None, total != size
@@ -156,7 +155,7 @@ class Reader:
     flistxattr, close. Otherwise the kernel is asked to start reading it and the file
     waits in a window of WINDOW opened files; on a cold cache the number of reads in
     flight decides the speed (PERF.md: 8 readers took half the time of 2), and a worker
-    reads one file at a time. Big files always take the window, read through a buffer.
+    reads one file at a time. Big files always take the window (then mapped or read).
     The walk hands entries over while it holds their directory open, so a file is opened
     by its name in that directory and a path swapped meanwhile is not followed.
     Whatever goes wrong becomes an ``error`` value in the entry's row; a descriptor
@@ -294,7 +293,7 @@ class Reader:
 
     def _read(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
         try:
-            hasher, data, moved = _read_all(fd, before.st_size, self.view[:BIG_FILE])
+            hasher, data, moved = _read_all(fd, before.st_size, before.st_dev, self.view[:BIG_FILE])
             if not moved and before.st_size >= BIG_FILE:
                 # A long read: a file rewritten in place meanwhile keeps its size.
                 after = os.fstat(fd)
