@@ -4,8 +4,12 @@ collectors, and commit everything as one session."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import queue
+import shutil
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
@@ -15,9 +19,10 @@ from scanner.chain import chain_key
 from scanner.collectors.file import FileSettings, file_settings
 from scanner.config import Config
 from scanner.session import SessionBuilder
-from scanner.store import SessionInfo, scalar, set_meta
+from scanner.store import DB_FILE, SessionInfo, scalar, set_meta
 from scanner.pool import WorkerPool
-from scanner.worker import TaskResult
+from scanner.staging import STAGING_DIR, prepare
+from scanner.worker import STAGED_SCHEMAS, TaskResult
 
 #: meta key of the settings stored digests and contents were made with (conffile, hash).
 SELECTOR_KEY = "content_selector"
@@ -43,12 +48,88 @@ class CollectResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = False,
-            on_progress: Callable[[Progress], None] | None = None,
-            host: str | None = None) -> CollectResult:
-    """Take one snapshot of the host as configured and store it as a new session."""
+class FileScan:
+    """The file collector's walk, started before the database opens.
+
+    Opening the database and setting up the session take 40 ms; the workers walk
+    meanwhile (a no-change collect of 210,870 files: 22 ms less, in 20 of 20 paired
+    runs). A thread hands out the walk tasks and queues their results until ``collect``
+    takes them. Enter it holding the run lock: the staging
+    directory it makes is the one every run uses.
+    """
+
+    def __init__(self, settings: FileSettings, selector: ContentSelector | None, storage: Path,
+                 *, read_all: bool) -> None:
+        self.settings, self.selector, self.read_all = settings, selector, read_all
+        self.staging = storage / STAGING_DIR
+        options = {"noatime": os.geteuid() == 0, "algorithm": settings.algorithm, "content": selector,
+                   "staging": str(self.staging)}
+        self.pool = WorkerPool(settings.workers, options, settings.spec, readers=settings.readers)
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._walk, name="walk", daemon=True)
+        self._stopping = False
+
+    def __enter__(self) -> FileScan:
+        prepare(self.staging, STAGED_SCHEMAS)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is not None:
+                # The walk thread stops at its next result, an error once the workers are gone.
+                self._stopping = True
+                self.pool.terminate()
+            self._thread.join()
+            self.pool.__exit__(*exc)
+        finally:
+            # Gone with the session once it is stored; here when the run failed first.
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def stop_workers(self) -> None:
+        """End the workers once the files are read: the other collectors may take long."""
+        self._thread.join()
+        self.pool.__exit__(None, None, None)
+
+    def _walk(self) -> None:
+        try:
+            for result in self.pool.walk(self.settings.spec.include.bases(), with_details=self.read_all):
+                if self._stopping:
+                    return  # nobody takes the results any more
+                self._results.put(result)
+        except BaseException as error:  # handed to the collect, which raises it
+            self._results.put(error)
+        else:
+            self._results.put(None)
+
+    def walked(self) -> Iterator[TaskResult]:
+        """The walk tasks' results, as they come; raises what stopped the walk."""
+        while (result := self._results.get()) is not None:
+            if isinstance(result, BaseException):
+                raise result
+            yield result
+
+
+def file_scan(config: Config, storage: Path, *, paranoid: bool = False) -> FileScan | None:
+    """The walk of the [file] includes, to enter (holding the run lock) before the
+    database opens; None when the file collector is disabled. ``paranoid`` reads every
+    file as it is walked (a --paranoid run, or a reset)."""
     settings = file_settings(config)
-    selector = content_selector(config) if settings is not None else None
+    if settings is None:
+        return None
+    # A first session reads every file where it is walked. Before the database is open,
+    # its absence tells; a database without sessions gets every file read after the walk.
+    read_all = paranoid or not (storage / DB_FILE).exists()
+    return FileScan(settings, content_selector(config), storage, read_all=read_all)
+
+
+def collect(config: Config, con: duckdb.DuckDBPyConnection, scan: FileScan | None, *,
+            paranoid: bool = False, on_progress: Callable[[Progress], None] | None = None,
+            host: str | None = None) -> CollectResult:
+    """Take one snapshot of the host as configured and store it as a new session;
+    ``scan`` is the running walk of ``file_scan`` (None with [file] disabled)."""
+    settings = scan.settings if scan else None
+    selector = scan.selector if scan else None
     # The digest algorithm is part of it: digests of two algorithms must never mix.
     fingerprint = (selector.fingerprint() if selector else "") + \
         (f";hash={settings.algorithm}" if settings and settings.algorithm != "blake3" else "")
@@ -56,15 +137,16 @@ def collect(config: Config, con: duckdb.DuckDBPyConnection, *, paranoid: bool = 
     # (a new exclude, say), re-read every file rather than keep what they now forbid.
     reselect = scalar(con, "SELECT value FROM meta WHERE key = ?", [SELECTOR_KEY]) != fingerprint
     builder = SessionBuilder(con, stat_key=settings.stat_key if settings else (),
-                             paranoid=paranoid or reselect, chain_key=chain_key(config))
+                             paranoid=paranoid or reselect, chain_key=chain_key(config),
+                             staging=scan.staging if scan else None)
     # The last session's size: what the walk will likely find, for an ETA.
     progress = Progress(expected=scalar(con, "SELECT item_count FROM sessions ORDER BY id DESC LIMIT 1") or 0)
     commands = None
     try:
         # Commands mostly wait (on systemctl, say): they run while the files are walked.
         commands = command.start(config) if config.enabled("command") else None
-        if settings is not None:
-            _collect_files(settings, selector, builder, progress, on_progress or (lambda p: None))
+        if scan is not None:
+            _collect_files(scan, builder, progress, on_progress or (lambda p: None))
         elif config.enabled("conffile"):
             builder.warn("conffile: [file] is disabled, so no file content is stored")
         for name, run in _other_collectors(commands):
@@ -99,24 +181,21 @@ def _other_collectors(commands: command.RunningCommands | None
     return staged + [("sysinfo", sysinfo.run), ("wtmp", logins.run)]
 
 
-def _collect_files(settings: FileSettings, selector: ContentSelector | None,
-                   builder: SessionBuilder, progress: Progress,
+def _collect_files(scan: FileScan, builder: SessionBuilder, progress: Progress,
                    on_progress: Callable[[Progress], None]) -> None:
-    options = {"noatime": os.geteuid() == 0, "algorithm": settings.algorithm, "content": selector,
-               "staging": str(builder.staging.directory)}
-    # A first session (or --paranoid) reads every file: read them where they are walked.
-    read_all = not builder.has_history or builder.paranoid
-    with WorkerPool(settings.workers, options, settings.spec, readers=settings.readers) as pool:
-        for result in pool.walk(settings.spec.include.bases(), with_details=read_all):
+    for result in scan.walked():
+        _take(result, builder, progress)
+        on_progress(progress)
+    builder.finish_walk()
+    # Files the walk did not read (all of them when the walk guessed a first session
+    # wrong: a database without sessions) are read now, if they changed.
+    if not scan.read_all:
+        tasks = builder.tasks_needing_detail()
+        progress.queued = tasks.num_rows
+        for result in scan.pool.details(tasks):
             _take(result, builder, progress)
             on_progress(progress)
-        builder.finish_walk()
-        if not read_all:
-            tasks = builder.tasks_needing_detail()
-            progress.queued = tasks.num_rows
-            for result in pool.details(tasks):
-                _take(result, builder, progress)
-                on_progress(progress)
+    scan.stop_workers()
     builder.finish_files()
 
 

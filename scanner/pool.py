@@ -105,14 +105,19 @@ class WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            # Failing or interrupted: what the workers are doing is thrown away anyway.
+            self.terminate()
         for executor in self.executors:
-            if exc[0] is not None:
-                # Failing or interrupted: what the workers are doing is thrown away anyway.
-                # (The executor has no public way to stop its workers before Python 3.14.)
-                for process in list((getattr(executor, "_processes", None) or {}).values()):
-                    if process.is_alive():
-                        process.terminate()
             executor.shutdown(wait=True, cancel_futures=True)
+
+    def terminate(self) -> None:
+        """Stop every worker now: the tasks in flight fail (with WorkerError)."""
+        # (The executor has no public way to stop its workers before Python 3.14.)
+        for executor in list(self.executors):
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.terminate()
 
     def start(self) -> None:
         """Start the workers now (else the first task does)."""

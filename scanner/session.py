@@ -17,17 +17,17 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import orjson
 import pyarrow as pa
 
 from scanner.chain import seal
-from scanner.hasher import DETAIL_SCHEMA
 from scanner.schema import COMPARED, CONTENT_COLUMNS, ITEM_COLUMNS, Column, column_list, create_table, quote
 from scanner.staging import Staging
 from scanner.store import SessionInfo, scalar, set_meta, transaction
-from scanner.worker import ENTRY_SCHEMA
+from scanner.worker import STAGED_SCHEMAS
 
 _ARROW_OF_SQL = {"VARCHAR": pa.string(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
                  "UBIGINT": pa.uint64(), "BLOB": pa.binary(), "BOOLEAN": pa.bool_()}
@@ -168,7 +168,10 @@ class SessionBuilder:
     """Collects one session's items, then commits them as a session."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, stat_key: Iterable[str],
-                 paranoid: bool = False, chain_key: bytes | None = None) -> None:
+                 paranoid: bool = False, chain_key: bytes | None = None,
+                 staging: Path | None = None) -> None:
+        """A session on ``con``; ``staging`` is the directory the workers stage into when
+        it was prepared already (scanner.staging.prepare), else a fresh one is made."""
         self.con = con
         self.chain_key = chain_key
         self.paranoid = paranoid
@@ -187,7 +190,7 @@ class SessionBuilder:
             con.execute(create_table(name, temp=True, columns=columns))
         self.has_history = bool(scalar(
             con, "SELECT count(*) > 0 FROM current_versions"))
-        self.staging = Staging(con, {"walk": ENTRY_SCHEMA, "detail": DETAIL_SCHEMA})
+        self.staging = Staging(con, STAGED_SCHEMAS, prepared=staging)
         # With history, only the entries _walk_changes finds are merged; a first session
         # or a paranoid one reads every entry, and merges them all.
         self.narrow = self.has_history and not paranoid

@@ -55,21 +55,31 @@ def staging_dir(con: duckdb.DuckDBPyConnection) -> Path:
     return Path(path).parent / STAGING_DIR
 
 
-class Staging:
-    """A fresh staging directory and SQL views over the files of each kind in it."""
+def prepare(directory: Path, schemas: dict[str, pa.Schema]) -> None:
+    """Make ``directory`` a fresh staging directory (mode 0700) holding an empty file of
+    each kind: a view's glob then always matches, and the empty file fixes the types."""
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        directory.mkdir(mode=0o700)
+    except OSError as error:
+        raise StorageError(f"{directory}: cannot create: {error.strerror}") from None
+    for kind, schema in schemas.items():
+        write_table(str(directory), kind, schema.empty_table())
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema]) -> None:
+
+class Staging:
+    """A staging directory and SQL views over the files of each kind in it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, schemas: dict[str, pa.Schema], *,
+                 prepared: Path | None = None) -> None:
+        """Views over ``prepared`` (made by ``prepare``), else over a fresh directory
+        beside the connection's database file."""
         self.con = con
         self.kinds = list(schemas)
-        self.directory = staging_dir(con)
-        shutil.rmtree(self.directory, ignore_errors=True)
-        try:
-            self.directory.mkdir(mode=0o700)
-        except OSError as error:
-            raise StorageError(f"{self.directory}: cannot create: {error.strerror}") from None
-        for kind, schema in schemas.items():
-            # An empty file per kind: the view's glob always matches, and fixes the types.
-            write_table(str(self.directory), kind, schema.empty_table())
+        self.directory = prepared or staging_dir(con)
+        if prepared is None:
+            prepare(self.directory, schemas)
+        for kind in schemas:
             pattern = str(self.directory / f"{kind}-*.parquet").replace("'", "''")
             con.execute(f"CREATE OR REPLACE TEMP VIEW {kind} AS SELECT * FROM read_parquet('{pattern}')")
 

@@ -27,6 +27,8 @@ from scanner.walk import WALK_SCHEMA, Directory, Walker, WalkOutput, WalkSpec, w
 #: One row per entry: no second copy of the url, and no join to put them together.
 ENTRY_SCHEMA = pa.schema(list(WALK_SCHEMA) + [pa.field("d_" + f.name, f.type) for f in DETAIL_SCHEMA][1:]
                          + [pa.field("detailed", pa.bool_())])
+#: What the workers stage, by kind (scanner/staging.py): walk tasks' and hash tasks' rows.
+STAGED_SCHEMAS = {"walk": ENTRY_SCHEMA, "detail": DETAIL_SCHEMA}
 _walker: Walker | None = None
 _staging = ""
 

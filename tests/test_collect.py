@@ -301,6 +301,20 @@ def test_directory_that_became_unreadable_keeps_its_items(open_host):
     assert f"file://{host.tree}/locked/inside.conf" in current
 
 
+def test_first_collect_into_a_database_without_sessions_reads_every_file(host):
+    """cleanup makes the database before any session: the walk, started before the
+    database opens, does not read files then, and the collect reads them after it."""
+    files = {f"f{i}": os.urandom(100 + i) for i in range(20)}
+    make_tree(host.tree, {"d": files})
+    host.run("cleanup")
+    assert (host.storage / "db.duckdb").exists()
+    host.run("collect")
+    stored = dict(host.query("SELECT url, hash FROM versions WHERE type = 'file'"))
+    assert stored == {f"file://{host.tree}/d/{name}": blake3.blake3(data).digest()
+                      for name, data in files.items()}
+    host.run("verify")
+
+
 def test_sha256_digest_option(host):
     import hashlib
     make_tree(host.tree, {"passwd": "root:x:0:0\n"})

@@ -112,7 +112,7 @@ def test_a_first_session_killed_after_its_walk_stores_nothing(host):
         if seen and not workers:
             break
         time.sleep(0.005)
-    assert seen and run.poll() is None
+    assert seen and not workers and run.poll() is None, "the workers outlived the walk"
     command = _descendants(run.pid)
     run.send_signal(signal.SIGKILL)
     run.wait()

@@ -30,7 +30,8 @@ def big(tmp_path: Path) -> tuple[Path, bytes]:
     data = os.urandom(SIZE)
     path.write_bytes(data)
     if os.stat(path).st_dev not in mapped._local_devices:
-        pytest.skip(f"{tmp_path} is not on a local file system ({', '.join(sorted(mapped.LOCAL_FILESYSTEMS))})")
+        pytest.skip(f"{tmp_path} is not on a local file system "
+                    f"({', '.join(sorted(mapped.LOCAL_FILESYSTEMS))})")
     return path, data
 
 

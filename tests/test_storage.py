@@ -32,6 +32,8 @@ def test_live_tables_match_the_schema_definition(host):
 
 
 def test_corrupt_database_is_a_clear_error_and_is_left_alone(host):
+    # The walk starts before the database opens: what it staged goes when the open fails.
+    make_tree(host.tree, {f"d{d}": {f"f{i}": str(i) for i in range(500)} for d in range(20)})
     host.storage.mkdir(mode=0o700)
     garbage = b"this is not a database\n" * 1000
     (host.storage / "db.duckdb").write_bytes(garbage)
@@ -39,6 +41,7 @@ def test_corrupt_database_is_a_clear_error_and_is_left_alone(host):
     assert f"{host.storage}/db.duckdb" in result.stderr
     assert result.stderr.count("\n") == 1
     assert (host.storage / "db.duckdb").read_bytes() == garbage  # never a silent reset
+    assert sorted(os.listdir(host.storage)) == ["db.duckdb", "lock"]
 
 
 def test_foreign_duckdb_file_is_refused(host):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
-from scanner.collect import CollectResult, Progress, collect
+import duckdb
+
+from scanner.collect import CollectResult, FileScan, Progress, collect, file_scan
 from scanner.commands.context import Command, Context
 from scanner.errors import ExitCode
 from scanner.logsetup import LOGGER
@@ -22,10 +26,23 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-hash every file, even those whose attributes are unchanged")
 
 
-def collect_session(context: Context, con) -> CollectResult:
+@contextmanager
+def collecting(context: Context, *, reset: bool = False
+               ) -> Iterator[tuple[duckdb.DuckDBPyConnection, FileScan | None]]:
+    """The run lock, the walk of the files (started first: the workers walk while the
+    database opens) and a read-write connection, for a command that collects."""
+    prestart()
+    with context.locked(), \
+            (file_scan(context.config, context.storage, paranoid=context.args.paranoid or reset)
+             or nullcontext()) as scan, \
+            context.connected() as con:
+        yield con, scan
+
+
+def collect_session(context: Context, con: duckdb.DuckDBPyConnection, scan: FileScan | None) -> CollectResult:
     """Collect one session with a progress line on a terminal; print what was saved."""
     show = _ProgressLine(context) if context.stderr.isatty() and not context.args.quiet else None
-    result = collect(context.config, con, paranoid=context.args.paranoid,
+    result = collect(context.config, con, scan, paranoid=context.args.paranoid,
                      on_progress=show.update if show else None)
     if show:
         show.clear()
@@ -49,9 +66,8 @@ def run_collect(context: Context) -> int:
     the enabled collectors and stores everything as one session. Prints
     "session <uuid> saved" and counts.
     """
-    prestart()  # the workers warm up while the database opens
-    with context.writing() as con:
-        collect_session(context, con)
+    with collecting(context) as (con, scan):
+        collect_session(context, con, scan)
     return ExitCode.OK
 
 
@@ -60,11 +76,10 @@ def run_reset(context: Context) -> int:
 
     Reports are kept.
     """
-    prestart()
-    with context.writing() as con:
+    with collecting(context, reset=True) as (con, scan):
         dropped = reset(con)
         context.say(f"dropped {dropped} sessions")
-        collect_session(context, con)
+        collect_session(context, con, scan)
         context.say("database reset done, new session collected:")
         for session in list_sessions(con):
             context.say(f"{session.uuid} {local_time(session.start_time)}")

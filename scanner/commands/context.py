@@ -85,7 +85,7 @@ class Context:
     @contextmanager
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Hold the run lock and a read-write connection."""
-        with self._connected(read_only=False) as con:
+        with self.locked(), self.connected() as con:
             yield con
 
     @contextmanager
@@ -95,21 +95,27 @@ class Context:
         DuckDB lets one process at a time hold the file, so readers take the run lock
         too and get the clear "already running" message instead of a DuckDB lock error.
         """
-        with self._connected(read_only=True) as con:
+        with self.locked(), self.connected(read_only=True) as con:
             yield con
 
     @contextmanager
-    def _connected(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def locked(self) -> Iterator[None]:
+        """Hold the run lock (of the storage directory) without a connection yet."""
         with run_lock(self.storage):
-            con = connect(self.storage, read_only=read_only)
-            try:
-                yield con
-            except STORAGE_FAILURES as error:
-                # Disk full, I/O errors: the transaction was rolled back, nothing stored is lost.
-                raise StorageError(f"{self.storage / DB_FILE}: {type(error).__name__}: "
-                                   f"{' '.join(str(error).split())[:300]}") from error
-            finally:
-                con.close()
+            yield
+
+    @contextmanager
+    def connected(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database, for a command inside ``locked``."""
+        con = connect(self.storage, read_only=read_only)
+        try:
+            yield con
+        except STORAGE_FAILURES as error:
+            # Disk full, I/O errors: the transaction was rolled back, nothing stored is lost.
+            raise StorageError(f"{self.storage / DB_FILE}: {type(error).__name__}: "
+                               f"{' '.join(str(error).split())[:300]}") from error
+        finally:
+            con.close()
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,12 @@ from report.model import FORMATS, build_model, summary
 from report.store import (ReportInfo, find_report, last_reported_session, list_reports, load_model,
                           save_report)
 from scanner.collect import collect
-from scanner.commands.collect import add_collect_arguments
+from scanner.commands.collect import add_collect_arguments, collecting
 from scanner.commands.context import Command, Context
 from scanner.commands.mail import mail_queue
 from scanner.commands.sessions import retention_settings
 from scanner.config import Config
 from scanner.errors import ExitCode
-from scanner.forkserver import prestart
 from scanner.retention import cleanup
 from scanner.schema import UNSENT_MAIL_STATES
 from scanner.store import SessionInfo, find_session, select_sessions
@@ -147,10 +146,9 @@ def run_run(context: Context) -> int:
     fmt = report_format(context.args)
     session_keep, report_keep = retention_settings(context)
     settings = diff_settings(context.config)  # a bad setting fails before the long scan
-    prestart()  # the workers warm up while the database opens
-    with context.writing() as con:
+    with collecting(context) as (con, scan):
         previous = last_reported_session(con)
-        result = collect(context.config, con, paranoid=context.args.paranoid)
+        result = collect(context.config, con, scan, paranoid=context.args.paranoid)
         new = result.session
         if previous is None:
             cleanup(con, session_keep=session_keep, report_keep=report_keep)
