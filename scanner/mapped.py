@@ -14,7 +14,8 @@ must read again from a disk that fails. So a file is mapped only when
 - this process holds a read lease on it (F_SETLEASE): nobody has it open for writing,
   and whoever opens it for writing or truncates it waits until we let go. The kernel
   tells us with SIGIO; we stop at the next chunk and the caller reads the rest;
-- every page of the chunk is in the page cache (mincore), so no page needs a disk read.
+- every page of the chunk is in the page cache (mincore), so no page needs a disk read
+  (unless the kernel evicts one in the milliseconds between, and the disk then fails).
 Otherwise the caller reads the file (or the rest of it) as before. Leases need the
 file's owner or CAP_LEASE, so a collect that is not root reads other users' files.
 

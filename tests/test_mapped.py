@@ -7,6 +7,7 @@ what it checks.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -32,6 +33,11 @@ def big(tmp_path: Path) -> tuple[Path, bytes]:
     if os.stat(path).st_dev not in mapped._local_devices:
         pytest.skip(f"{tmp_path} is not on a local file system "
                     f"({', '.join(sorted(mapped.LOCAL_FILESYSTEMS))})")
+    with open(path, "rb") as handle:
+        try:
+            fcntl.fcntl(handle, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as error:
+            pytest.skip(f"no read lease here ({error.strerror}): files are read, never mapped")
     return path, data
 
 
