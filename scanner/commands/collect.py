@@ -39,7 +39,8 @@ def collecting(context: Context, *, reset: bool = False
         yield con, scan
 
 
-def collect_session(context: Context, con: duckdb.DuckDBPyConnection, scan: FileScan | None) -> CollectResult:
+def collect_session(context: Context, con: duckdb.DuckDBPyConnection,
+                    scan: FileScan | None) -> CollectResult:
     """Collect one session with a progress line on a terminal; print what was saved."""
     show = _ProgressLine(context) if context.stderr.isatty() and not context.args.quiet else None
     result = collect(context.config, con, scan, paranoid=context.args.paranoid,
