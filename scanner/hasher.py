@@ -63,7 +63,7 @@ def _new_hasher() -> Any:
     return blake3.blake3()
 
 
-def _read_all(fd: int, size: int, device: int, view: memoryview) -> tuple[Any, bytes | None, bool]:
+def _read_all(fd: int, size: int, view: memoryview) -> tuple[Any, bytes | None, bool]:
     """Hash a file's bytes (a big one mapped or through ``view``, BIG_FILE bytes);
     returns (hasher, bytes if small, whether the size moved)."""
     hasher = _new_hasher()
@@ -74,7 +74,7 @@ def _read_all(fd: int, size: int, device: int, view: memoryview) -> tuple[Any, b
         return hasher, data, len(data) != size
     # Mapped where scanner/mapped.py can keep a truncation from killing the worker,
     # read for the rest: the copy out of the page cache is a fifth of a warm baseline.
-    total = mapped.feed(fd, size, device, hasher.update)
+    total = mapped.feed(fd, size, hasher.update)
     while count := os.preadv(fd, [view], total):
         hasher.update(view[:count])
         total += count
@@ -293,7 +293,7 @@ class Reader:
 
     def _read(self, index: int, path: str, fd: int, before: os.stat_result) -> None:
         try:
-            hasher, data, moved = _read_all(fd, before.st_size, before.st_dev, self.view[:BIG_FILE])
+            hasher, data, moved = _read_all(fd, before.st_size, self.view[:BIG_FILE])
             if not moved and before.st_size >= BIG_FILE:
                 # A long read: a file rewritten in place meanwhile keeps its size.
                 after = os.fstat(fd)

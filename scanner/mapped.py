@@ -9,15 +9,22 @@ files of 1 MiB or more, warm) a baseline collect took 3.66-3.72 s mapped against
 A mapped page that can no longer be had raises SIGBUS, which kills the worker and so
 the session: a page past the end of a file truncated meanwhile, or a page the kernel
 must read again from a disk that fails. So a file is mapped only when
-- it lies on a local file system (LOCAL_FILESYSTEMS): a network or FUSE file system
-  can change a file's size behind the kernel's back;
+- it lies on a local file system (LOCAL_FILESYSTEMS, by fstatfs of the open file, not
+  by device number: a mount gone during the walk may leave its number to a FUSE one): a
+  network or FUSE file system can change a file's size behind the kernel's back;
 - this process holds a read lease on it (F_SETLEASE): nobody has it open for writing,
   and whoever opens it for writing or truncates it waits until we let go. The kernel
   tells us with SIGIO; we stop at the next chunk and the caller reads the rest;
-- every page of the chunk is in the page cache (mincore), so no page needs a disk read
-  (unless the kernel evicts one in the milliseconds between, and the disk then fails).
+- every page of the chunk is in the page cache (mincore), so no page needs a disk read.
+  mincore tells the truth only to the file's owner or a process with CAP_FOWNER (to
+  others it says every page is cached), so without CAP_FOWNER other users' files are read.
 Otherwise the caller reads the file (or the rest of it) as before. Leases need the
 file's owner or CAP_LEASE, so a collect that is not root reads other users' files.
+
+Two windows are left, and neither opens to an unprivileged user: a page the kernel
+evicts in the milliseconds between mincore and the hash, on a disk that then fails; and
+a worker stopped (SIGSTOP, a cgroup freeze, a debugger) for longer than the kernel waits
+for a lease (lease-break-time), after which a truncation goes ahead under the mapping.
 
 The mapping and mincore go through ctypes: Python's mmap object neither tells its
 address nor has mincore.
@@ -34,8 +41,10 @@ from collections.abc import Callable
 #: Bytes mapped and hashed at a time, between two looks at whether someone wants to
 #: write (a few ms of work); a multiple of the page size.
 CHUNK = 8 << 20
-#: File systems whose files change only through this kernel.
-LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
+#: File systems whose files change only through this kernel, by statfs f_type (their
+#: magic numbers, linux/magic.h; ext2, ext3 and ext4 share one).
+LOCAL_FILESYSTEMS = {0xEF53: "ext2-4", 0x58465342: "xfs", 0x9123683E: "btrfs",
+                     0xF2F52010: "f2fs", 0x01021994: "tmpfs"}
 #: Seconds the kernel must wait for us before it takes a lease away by force
 #: (/proc/sys/fs/lease-break-time, 45 by default): far more than one CHUNK takes.
 MIN_LEASE_BREAK_TIME = 5
@@ -45,9 +54,15 @@ _MAP_SHARED = 0x01
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _PyBUF_READ = 0x100
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_CAP_FOWNER = 3
+#: struct statfs, of which only the first field (f_type, a long on 64-bit Linux) is read.
+_STATFS_SIZE = 256
+#: mincore's byte per page: only its lowest bit (resident) is defined.
+_RESIDENT = bytes(byte & 1 for byte in range(256))
 
 _libc: ctypes.CDLL | None = None
-_local_devices: frozenset[int] = frozenset()
+#: Whether mincore tells this process the truth about files it does not own.
+_sees_others_cache = False
 #: Set by SIGIO: someone waits to write to or truncate the file we hold a lease on.
 _lease_broken = False
 
@@ -55,18 +70,21 @@ _lease_broken = False
 def enable() -> bool:
     """Let this process (a worker, from its main thread) hash through mappings; False,
     and files are read, where the host cannot make it safe."""
-    global _libc, _local_devices
+    global _libc, _sees_others_cache
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return False  # mmap's offset and statfs's f_type are declared here as 64-bit Linux has them
     try:
         with open("/proc/sys/fs/lease-break-time") as handle:
             if int(handle.read()) < MIN_LEASE_BREAK_TIME:
                 return False
-        devices = _local_filesystem_devices()
+        sees_others_cache = _has_capability(_CAP_FOWNER)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                               ctypes.c_int, ctypes.c_int64]
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_char_p]
         view = ctypes.pythonapi.PyMemoryView_FromMemory
         view.restype = ctypes.py_object
         view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
@@ -74,7 +92,7 @@ def enable() -> bool:
         signal.signal(signal.SIGIO, _on_lease_break)
     except (OSError, ValueError, AttributeError):
         return False  # no /proc, no libc symbols, or not the main thread
-    _libc, _local_devices = libc, devices
+    _libc, _sees_others_cache = libc, sees_others_cache
     return True
 
 
@@ -83,28 +101,36 @@ def _on_lease_break(_signum: int, _frame: object) -> None:
     _lease_broken = True
 
 
-def _local_filesystem_devices() -> frozenset[int]:
-    """st_dev of every mounted local file system, from /proc/self/mountinfo."""
-    devices = set()
-    with open("/proc/self/mountinfo") as handle:
+def _has_capability(number: int) -> bool:
+    """Whether this process's effective capabilities (/proc/self/status) hold ``number``."""
+    with open("/proc/self/status") as handle:
         for line in handle:
-            fields, _, rest = line.partition(" - ")
-            numbers = fields.split()[2].split(":")
-            if rest.split(" ", 1)[0] in LOCAL_FILESYSTEMS:
-                devices.add(os.makedev(int(numbers[0]), int(numbers[1])))
-    return frozenset(devices)
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> number & 1)
+    return False
 
 
-def feed(fd: int, size: int, device: int, update: Callable[[memoryview], object]) -> int:
+def on_local_filesystem(fd: int) -> bool:
+    """Whether the open file ``fd`` lies on one of LOCAL_FILESYSTEMS (False before enable)."""
+    if _libc is None:
+        return False
+    buffer = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _libc.fstatfs(fd, buffer) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buffer).value in LOCAL_FILESYSTEMS
+
+
+def feed(fd: int, size: int, update: Callable[[memoryview], object]) -> int:
     """Hand the first bytes of the open file ``fd`` (``size`` bytes by the caller's
-    fstat, on ``device``) to ``update`` through a mapping, as far as that is safe.
+    fstat) to ``update`` through a mapping, as far as that is safe. ``update`` must not
+    keep the view it is given: the mapping goes when it returns.
 
     Returns how many bytes it handed over: 0 when the file cannot be mapped safely, less
     than ``size`` when someone asked to write meanwhile or a chunk is not all cached.
     The caller reads the rest.
     """
     global _lease_broken
-    if _libc is None or device not in _local_devices or size == 0:
+    if _libc is None or size == 0 or not on_local_filesystem(fd):
         return 0
     _lease_broken = False
     try:
@@ -113,7 +139,8 @@ def feed(fd: int, size: int, device: int, update: Callable[[memoryview], object]
         return 0  # open for writing somewhere, another user's file, or no leases here
     try:
         # Under the lease nobody can change the size: a change before it shows here.
-        if os.fstat(fd).st_size != size:
+        info = os.fstat(fd)
+        if info.st_size != size or not (_sees_others_cache or info.st_uid == os.geteuid()):
             return 0
         done = 0
         # One chunk mapped at a time: the process holds no more than CHUNK of a huge
@@ -126,7 +153,12 @@ def feed(fd: int, size: int, device: int, update: Callable[[memoryview], object]
         return done
     finally:
         # Only now, with the pages no longer mapped, may a waiting writer go on.
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        except OSError:
+            # The kernel took the lease away (we were stopped for too long): the
+            # caller's fstat after the read sees whatever changed meanwhile.
+            pass
 
 
 def _feed_chunk(fd: int, offset: int, count: int, update: Callable[[memoryview], object]) -> bool:
@@ -136,12 +168,20 @@ def _feed_chunk(fd: int, offset: int, count: int, update: Callable[[memoryview],
     address = _libc.mmap(None, count, _PROT_READ, _MAP_SHARED, fd, offset)
     if address in (None, _MAP_FAILED):
         return False
+    unmap = True
     try:
         pages = ctypes.create_string_buffer((count + _PAGE - 1) // _PAGE)
-        if _libc.mincore(address, count, pages) != 0 or 0 in pages.raw:  # a byte per page, 1: cached
+        if _libc.mincore(address, count, pages) != 0 or 0 in pages.raw.translate(_RESIDENT):
             return False
-        # A view that nothing keeps once update returns: none outlives the mapping.
-        update(ctypes.pythonapi.PyMemoryView_FromMemory(address, count, _PyBUF_READ))
+        view = ctypes.pythonapi.PyMemoryView_FromMemory(address, count, _PyBUF_READ)
+        try:
+            update(view)
+        finally:
+            try:
+                view.release()  # a view kept anyway now raises ValueError instead of reading freed memory
+            except BufferError:
+                unmap = False  # something holds a buffer of it: leak the mapping rather than crash
         return True
     finally:
-        _libc.munmap(address, count)
+        if unmap:
+            _libc.munmap(address, count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,9 +31,9 @@ def big(tmp_path: Path) -> tuple[Path, bytes]:
     path = tmp_path / "big"
     data = os.urandom(SIZE)
     path.write_bytes(data)
-    if os.stat(path).st_dev not in mapped._local_devices:
+    if not _on_local_filesystem(path):
         pytest.skip(f"{tmp_path} is not on a local file system "
-                    f"({', '.join(sorted(mapped.LOCAL_FILESYSTEMS))})")
+                    f"({', '.join(sorted(mapped.LOCAL_FILESYSTEMS.values()))})")
     with open(path, "rb") as handle:
         try:
             fcntl.fcntl(handle, fcntl.F_SETLEASE, fcntl.F_RDLCK)
@@ -41,12 +42,19 @@ def big(tmp_path: Path) -> tuple[Path, bytes]:
     return path, data
 
 
+def _on_local_filesystem(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return mapped.on_local_filesystem(fd)
+    finally:
+        os.close(fd)
+
+
 def _feed(path: Path, update=None) -> tuple[int, blake3.blake3]:
     hasher = blake3.blake3()
     fd = os.open(path, os.O_RDONLY)
     try:
-        info = os.fstat(fd)
-        return mapped.feed(fd, info.st_size, info.st_dev, update or hasher.update), hasher
+        return mapped.feed(fd, os.fstat(fd).st_size, update or hasher.update), hasher
     finally:
         os.close(fd)
 
@@ -56,6 +64,15 @@ def test_a_cached_big_file_is_hashed_whole_through_the_mapping(big):
     fed, hasher = _feed(path)
     assert fed == SIZE
     assert hasher.digest() == blake3.blake3(data).digest()
+
+
+def test_a_view_kept_past_update_cannot_reach_the_unmapped_pages(big):
+    path, _ = big
+    kept = []
+    assert _feed(path, kept.append)[0] == SIZE
+    # Released before the unmap: a read through it is an error, not a crash.
+    with pytest.raises(ValueError):
+        bytes(kept[0][:1])
 
 
 def _lease_state(path: Path) -> str | None:
@@ -122,6 +139,80 @@ def test_chunks_not_all_in_the_page_cache_are_not_mapped(big):
     assert _feed(path)[0] == SIZE
 
 
+def test_a_file_system_mounted_where_a_local_one_was_is_judged_by_itself(big, tmp_path):
+    """A mount that goes away during a collect leaves its device number to the next one
+    (here a tmpfs, then a ramfs, which is not on the list and stands in for a FUSE one):
+    the file system of the open file decides whether it is mapped."""
+    _, data = big
+    before, after = tmp_path / "tmpfs", tmp_path / "ramfs"
+    before.mkdir()
+    after.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(before)], capture_output=True).returncode:
+        pytest.skip("cannot mount here")
+    device = os.stat(before).st_dev
+    assert mapped.enable()
+    subprocess.run(["umount", str(before)], check=True)
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(after)], check=True)
+    try:
+        if os.stat(after).st_dev != device:
+            pytest.skip("the kernel gave the ramfs another device number")
+        (after / "big").write_bytes(data)
+        assert _feed(after / "big")[0] == 0
+    finally:
+        subprocess.run(["umount", str(after)], check=True)
+
+
+def test_without_cap_fowner_only_the_processs_own_files_are_mapped(big, tmp_path):
+    """To a process without CAP_FOWNER, mincore says every page of another user's file
+    is cached, so such a process reads those files rather than map pages it cannot see."""
+    path, _ = big
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop a capability")
+    theirs = tmp_path / "theirs"
+    shutil.copyfile(path, theirs)
+    os.chown(theirs, 65534, 65534)
+    assert _feed(theirs)[0] == SIZE  # root with every capability maps it
+    script = ("import os, sys\n"
+              "from scanner import mapped\n"
+              "assert mapped.enable()\n"
+              "for name in sys.argv[1:]:\n"
+              "    fd = os.open(name, os.O_RDONLY)\n"
+              "    print(mapped.feed(fd, os.fstat(fd).st_size, lambda view: None))\n")
+    result = subprocess.run(["setpriv", "--inh-caps=-fowner", "--bounding-set=-fowner", "--",
+                             sys.executable, "-c", script, str(theirs), str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", str(SIZE)]
+
+
+def test_a_lease_the_kernel_takes_away_ends_the_mapping_without_an_error(big):
+    """A worker stopped for longer than lease-break-time loses its lease to the kernel;
+    the file is then fed no further, and letting go of the lost lease is no error."""
+    path, _ = big
+    setting = Path("/proc/sys/fs/lease-break-time")
+    saved = setting.read_text()
+    try:
+        setting.write_text("1")
+    except OSError:
+        pytest.skip(f"cannot set {setting}")
+    truncate = None
+
+    def update(chunk: memoryview) -> None:
+        nonlocal truncate
+        if truncate is None:
+            # As if this worker were stopped here: after a second the kernel takes the
+            # lease away and the truncation goes ahead (the chunk is not touched again).
+            truncate = subprocess.run([sys.executable, "-c", "import os, sys; os.truncate(sys.argv[1], 0)",
+                                       str(path)], timeout=20)
+    try:
+        fed, _ = _feed(path, update)
+    finally:
+        setting.write_text(saved)
+    assert truncate is not None and truncate.returncode == 0
+    assert fed == mapped.CHUNK
+    assert path.stat().st_size == 0
+
+
 def _mapped_now(paths: set[str]) -> set[str]:
     """Which of ``paths`` some process has mapped at this moment (/proc/PID/maps)."""
     found = set()
@@ -139,7 +230,7 @@ def test_big_files_truncated_while_mapped_never_stop_a_collect(host):
     another process: every session is stored, and each file has a digest or says it
     changed while being read. Without the lease, the first cut kills the worker."""
     files = [host.tree / f"big{index:02d}" for index in range(16)]
-    if not mapped.enable() or os.stat(host.tree).st_dev not in mapped._local_devices:
+    if not mapped.enable() or not _on_local_filesystem(host.tree):
         pytest.skip(f"{host.tree}: workers cannot map files here")
     cut = 0
     for run in range(3):
